@@ -1,0 +1,36 @@
+# `make run` starts the app on the embedded default; `make test` runs the tests.
+# Both create the virtualenv and install what they need on first use.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test bench messages clean
+
+run: $(VENV)/.installed
+	$(BIN)/python scripts/run.py
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python scripts/ensure_browser.py
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python bench/stream_latency.py
+
+# Regenerate the translation catalogues after changing translated strings.
+messages: $(VENV)/.installed
+	$(BIN)/python manage.py makemessages -l zh_Hans -l en --no-location
+	$(BIN)/python manage.py compilemessages
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements.txt requirements-dev.txt $(VENV)/.installed
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+clean:
+	rm -rf $(VENV) var

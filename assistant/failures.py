@@ -1,0 +1,130 @@
+"""What went wrong with a model request, in words a researcher can act on.
+
+Every failure is reduced to a short code that is stored with the message and
+a detail that keeps the server's own words. The code picks the translated
+explanation, so a reply that failed yesterday reads right in either language.
+"""
+
+import re
+
+import openai
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.translation import gettext_lazy as _
+
+try:  # openai 3 ships its HTTP client as httpx2; earlier releases used httpx.
+    import httpx2 as httpx
+except ImportError:  # pragma: no cover - depends on the installed SDK
+    import httpx
+
+TRANSPORT_ERRORS = (httpx.TransportError, httpx.StreamError)
+TIMEOUT_ERRORS = (httpx.TimeoutException,)
+
+# vLLM: "This model's maximum context length is 8192 tokens. However, you
+# requested 8700 tokens"; also "context limit 8192 tokens; request needs ...".
+CONTEXT_OVERFLOW = re.compile(
+    r"context (length|limit|window)|too many tokens|prompt is too long",
+    re.IGNORECASE,
+)
+
+MESSAGES = {
+    "not_configured": _(
+        "The model service is not configured. Ask the administrator to set "
+        "MODEL_API_BASE_URL."
+    ),
+    "unreachable": _(
+        "The model service cannot be reached right now. Your message is kept; "
+        "send it again in a moment."
+    ),
+    "timeout": _(
+        "The model service did not answer in time. Your message is kept; send "
+        "it again, perhaps later when it is less busy."
+    ),
+    "auth": _(
+        "The model service refused the app's credentials (401). Please tell the "
+        "administrator; your message is kept."
+    ),
+    "timeout_first_token": _(
+        "The model did not start answering within the time limit; the service "
+        "may be overloaded. Your message is kept; send it again later."
+    ),
+    "timeout_idle": _(
+        "The model stopped sending text in the middle of the reply. The text so "
+        "far is kept; retry to get a whole answer."
+    ),
+    "timeout_total": _(
+        "The reply took longer than the app allows for one answer and was ended. "
+        "The text so far is kept."
+    ),
+    "not_found": _("The model service does not serve the chosen model any more."),
+    "rate_limited": _(
+        "The model service is busy and asked the app to slow down (429). Your "
+        "message is kept; send it again in a minute."
+    ),
+    "server_error": _(
+        "The model service failed with an internal error. Your message is kept; "
+        "send it again."
+    ),
+    "bad_request": _("The model service rejected the request."),
+    "context_overflow": _(
+        "The conversation is too long for this model. Start a new chat, shorten "
+        "your message, or choose a model with a larger context."
+    ),
+    "in_band": _("The model service reported an error in the middle of the reply."),
+    "protocol": _("The model service sent a reply the app could not read."),
+    "internal": _("Something went wrong in the app. The error has been logged."),
+}
+
+
+def describe(code):
+    """The translated explanation for a stored error code."""
+    return MESSAGES.get(code, MESSAGES["internal"])
+
+
+def classify(exc):
+    """(code, detail) for an exception raised by a model request."""
+    if isinstance(exc, ImproperlyConfigured):
+        return "not_configured", str(exc)
+    if isinstance(exc, openai.APITimeoutError) or isinstance(exc, TIMEOUT_ERRORS):
+        return "timeout", ""
+    if isinstance(exc, openai.APIConnectionError):
+        return "unreachable", _cause_text(exc)
+    if isinstance(exc, openai.APIStatusError):
+        return _classify_status(exc.status_code, server_message(exc)), server_message(
+            exc
+        )
+    if isinstance(exc, TRANSPORT_ERRORS):
+        return "unreachable", str(exc)
+    return "internal", exc.__class__.__name__
+
+
+def _classify_status(status, message):
+    if status in (401, 403):
+        return "auth"
+    if status == 404:
+        return "not_found"
+    if status == 429:
+        return "rate_limited"
+    if status >= 500:
+        return "server_error"
+    if CONTEXT_OVERFLOW.search(message or ""):
+        return "context_overflow"
+    return "bad_request"
+
+
+def server_message(exc):
+    """The server's own words from an SDK status error, without the noise."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+        if isinstance(error, str):
+            return error
+        if body.get("message"):
+            return str(body["message"])
+    return getattr(exc, "message", "") or str(exc)
+
+
+def _cause_text(exc):
+    cause = exc.__cause__ or exc.__context__
+    return str(cause) if cause else ""

@@ -1,0 +1,106 @@
+import re
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+# Defaults for models the API lists that nobody has configured yet, matched on
+# the model id. The R1 figures are those its operators settled on after the
+# 671B deployment stalled: 16384 tokens of context, 6144 of input.
+PROFILE_DEFAULTS = [
+    (
+        re.compile(r"r1|reason|think|qwq", re.IGNORECASE),
+        {
+            "is_reasoning": True,
+            "context_window": 16384,
+            "input_limit": 6144,
+            "max_output_tokens": 8192,
+        },
+    ),
+    (
+        re.compile(r"v3|chat", re.IGNORECASE),
+        {
+            "is_reasoning": False,
+            "context_window": 65536,
+            "input_limit": 32768,
+            "max_output_tokens": 4096,
+        },
+    ),
+]
+FALLBACK_DEFAULTS = {
+    "is_reasoning": False,
+    "context_window": 8192,
+    "input_limit": 4096,
+    "max_output_tokens": 2048,
+}
+
+
+class ModelProfileQuerySet(models.QuerySet):
+    def enabled(self):
+        return self.filter(enabled=True)
+
+
+class ModelProfile(models.Model):
+    """What the app knows about one model the API serves.
+
+    Rows are created from the API's model list with defaults guessed from the
+    model id; administrators correct them in Django admin.
+    """
+
+    name = models.CharField(_("model id"), max_length=200, unique=True)
+    display_name = models.CharField(_("display name"), max_length=200, blank=True)
+    enabled = models.BooleanField(_("offered to users"), default=True)
+    is_reasoning = models.BooleanField(_("reasoning model"), default=False)
+    starts_in_reasoning = models.BooleanField(
+        _("chat template opens <think>"),
+        default=False,
+        help_text=_(
+            "Tick when the server's chat template already writes the opening "
+            "<think>, so the stream begins inside the reasoning and only "
+            "</think> arrives."
+        ),
+    )
+    context_window = models.PositiveIntegerField(_("context window (tokens)"))
+    input_limit = models.PositiveIntegerField(_("input limit (tokens)"))
+    max_output_tokens = models.PositiveIntegerField(_("output cap (tokens)"))
+    sort_order = models.IntegerField(_("sort order"), default=100)
+    created = models.DateTimeField(auto_now_add=True)
+
+    objects = ModelProfileQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["sort_order", "name"]
+        verbose_name = _("model profile")
+        verbose_name_plural = _("model profiles")
+
+    def __str__(self):
+        return self.label
+
+    @property
+    def label(self):
+        return self.display_name or self.name
+
+    @classmethod
+    def defaults_for(cls, name, max_model_len=None):
+        """Settings for a model nobody has configured, guessed from its id."""
+        defaults = dict(FALLBACK_DEFAULTS)
+        for pattern, values in PROFILE_DEFAULTS:
+            if pattern.search(name):
+                defaults = dict(values)
+                break
+
+        # vLLM reports the context it was started with; trust it over a guess.
+        if max_model_len:
+            context = int(max_model_len)
+            defaults["context_window"] = min(defaults["context_window"], context)
+            defaults["input_limit"] = min(defaults["input_limit"], context // 2)
+            defaults["max_output_tokens"] = min(
+                defaults["max_output_tokens"], context // 2
+            )
+        return defaults
+
+    @classmethod
+    def ensure(cls, name, max_model_len=None):
+        profile, _created = cls.objects.get_or_create(
+            name=name, defaults=cls.defaults_for(name, max_model_len)
+        )
+        return profile

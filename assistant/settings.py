@@ -1,0 +1,217 @@
+"""Settings for the research assistant.
+
+Everything an operator changes comes from the environment (see README.md).
+With neither DATABASE_URL nor REDIS_URL set, the app runs as the embedded
+default: SQLite, an in-memory channel layer and a Celery worker inside the
+web process. With them set, it expects PostgreSQL and Redis and separate
+Daphne and Celery processes.
+"""
+
+from pathlib import Path
+
+import dj_database_url
+from django.utils.translation import gettext_lazy as _
+
+from assistant.env import env_bool, env_float, env_int, env_list, env_secret, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = env_secret("SECRET_KEY") or (
+    # Only the embedded default may run without a configured key: it serves
+    # one machine, and its key lives next to its SQLite file.
+    "embedded-default-insecure-key-set-SECRET_KEY-in-production"
+)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "assistant",
+    "chat",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "assistant.urls"
+ASGI_APPLICATION = "assistant.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.template.context_processors.i18n",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# Database: PostgreSQL in production, a SQLite file for the embedded default.
+DATA_DIR = Path(env_str("DATA_DIR", str(BASE_DIR / "var")))
+DATABASE_URL = env_str("DATABASE_URL")
+if DATABASE_URL:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": DATA_DIR / "assistant.sqlite3",
+            # The embedded worker thread and the web process write to the
+            # same file; wait for the lock instead of failing at once.
+            "OPTIONS": {"timeout": 20},
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Redis carries the channel layer, the Celery broker and the cache. Without
+# it, everything stays inside one process.
+REDIS_URL = env_str("REDIS_URL")
+EMBEDDED_WORKER = not REDIS_URL
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "prefix": env_str("CHANNELS_PREFIX", "asgi"),
+                "capacity": 1000,
+            },
+        }
+    }
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": env_str("CACHE_PREFIX", "assistant"),
+        }
+    }
+else:
+    CHANNEL_LAYERS = {
+        "default": {"BACKEND": "assistant.layers.EmbeddedChannelLayer"},
+    }
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    }
+
+# Key prefix of the reply event logs (assistant.eventlog) in Redis.
+CACHE_PREFIX_EVENTS = env_str("EVENTLOG_PREFIX", "replylog")
+
+CELERY_BROKER_URL = REDIS_URL or "memory://"
+# The in-process broker is polled; poll it often enough that a reply starts
+# without a noticeable pause.
+CELERY_BROKER_TRANSPORT_OPTIONS = {} if REDIS_URL else {"polling_interval": 0.05}
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = False
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "assistant")
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Threads in the embedded worker; one stream occupies one thread for as long
+# as the model writes.
+EMBEDDED_WORKER_THREADS = env_int("EMBEDDED_WORKER_THREADS", 8, minimum=1)
+
+# The OpenAI-compatible model API.
+MODEL_API_BASE_URL = env_str("MODEL_API_BASE_URL")
+MODEL_API_KEY = env_secret("MODEL_API_KEY")
+MODEL_API_CONNECT_TIMEOUT = env_float("MODEL_API_CONNECT_TIMEOUT", 10.0, minimum=0.1)
+# Limits on a streamed reply, in seconds. A busy backend queues a request
+# without sending a byte and R1 may think for minutes, so the wait for the
+# first data is long; once data flows, a pause as long as the idle limit
+# means the backend is stuck. Keep-alive comments are not data.
+MODEL_API_FIRST_TOKEN_TIMEOUT = env_float("MODEL_API_FIRST_TOKEN_TIMEOUT", 600.0, minimum=0.1)
+MODEL_API_IDLE_TIMEOUT = env_float("MODEL_API_IDLE_TIMEOUT", 120.0, minimum=0.1)
+MODEL_API_TOTAL_TIMEOUT = env_float("MODEL_API_TOTAL_TIMEOUT", 3600.0, minimum=1.0)
+# The socket's own read limit, a backstop behind the limits above.
+MODEL_API_READ_TIMEOUT = max(MODEL_API_FIRST_TOKEN_TIMEOUT, MODEL_API_IDLE_TIMEOUT) + 30
+MODEL_LIST_CACHE_SECONDS = env_int("MODEL_LIST_CACHE_SECONDS", 60, minimum=0)
+DEFAULT_MODEL = env_str("DEFAULT_MODEL")
+
+# How often a streaming reply is written to the database. Events reach the
+# browser at once; the row catches up at this pace and at the end.
+STREAM_SAVE_INTERVAL = env_float("STREAM_SAVE_INTERVAL", 1.0, minimum=0.05)
+# How often the rendered Markdown of a streaming answer is refreshed.
+STREAM_RENDER_INTERVAL = env_float("STREAM_RENDER_INTERVAL", 0.15, minimum=0.02)
+# How quickly a Stop reaches the upstream connection.
+STREAM_STOP_POLL_INTERVAL = env_float("STREAM_STOP_POLL_INTERVAL", 0.2, minimum=0.02)
+MAX_MESSAGE_CHARS = env_int("MAX_MESSAGE_CHARS", 60000, minimum=1)
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "chat-home"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "zh-hans"
+LANGUAGES = [("zh-hans", _("Simplified Chinese")), ("en", _("English"))]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+TIME_ZONE = env_str("TIME_ZONE", "Asia/Shanghai")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "var" / "static")))
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if not DEBUG
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+    },
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {
+        "assistant": {"level": LOG_LEVEL},
+        "chat": {"level": LOG_LEVEL},
+        "celery": {"level": "WARNING"},
+    },
+}
+
+# The system message every chat starts with. Empty sends none.
+CHAT_SYSTEM_PROMPT = env_str(
+    "CHAT_SYSTEM_PROMPT",
+    "You are a careful research assistant for scientists. Answer in the language "
+    "of the question. Use Markdown; write formulas in LaTeX between $ or $$.",
+)
+# Below this many output tokens R1 cannot finish thinking; the user is warned.
+REASONING_MIN_OUTPUT_TOKENS = env_int("REASONING_MIN_OUTPUT_TOKENS", 2048, minimum=0)

@@ -1,0 +1,199 @@
+"""The chat websocket: one per open page, following one conversation at a time.
+
+The browser sends actions (`watch`, `send`, `stop`, `retry`); the worker's
+events reach it through the conversation's group. Validation failures come
+back as short codes the page translates, so the user's text stays in the
+composer and nothing is lost.
+"""
+
+import logging
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+
+from assistant.eventlog import get_event_log
+from chat import actions
+from chat.models import Conversation, Message
+from chat.rendering import render_markdown
+from chat.views import offered_model_names
+
+logger = logging.getLogger(__name__)
+
+# Close code for a socket opened without a signed-in session (4000-4999 are
+# the application's own).
+CLOSE_UNAUTHENTICATED = 4401
+
+
+class ChatConsumer(AsyncJsonWebsocketConsumer):
+    async def connect(self):
+        self.user = self.scope.get("user")
+        self.group = None
+        if self.user is None or not self.user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        await self.accept()
+
+    async def disconnect(self, code):
+        await self._leave_group()
+
+    async def receive_json(self, content, **kwargs):
+        action = content.get("action") if isinstance(content, dict) else None
+        handler = {
+            "watch": self.watch,
+            "send": self.send_question,
+            "stop": self.stop_reply,
+            "retry": self.retry_reply,
+        }.get(action)
+        if handler is None:
+            await self._refuse("bad_request")
+            return
+        await handler(content)
+
+    async def watch(self, content):
+        conversation = await self._get_conversation(content.get("conversation_id"))
+        if conversation is None:
+            await self._refuse("not_found")
+            return
+
+        await self._join_group(conversation.group_name)
+        for snapshot in await self._open_reply_snapshots(conversation):
+            await self.send_json(snapshot)
+
+    async def send_question(self, content):
+        text = content.get("text")
+        if not isinstance(text, str) or not text.strip():
+            await self._refuse("empty")
+            return
+        if len(text) > settings.MAX_MESSAGE_CHARS:
+            await self._refuse("too_long", limit=settings.MAX_MESSAGE_CHARS, size=len(text))
+            return
+
+        model = content.get("model")
+        if model not in await database_sync_to_async(offered_model_names)():
+            await self._refuse("unknown_model")
+            return
+
+        conversation_id = content.get("conversation_id")
+        if conversation_id:
+            conversation = await self._get_conversation(conversation_id)
+            if conversation is None:
+                await self._refuse("not_found")
+                return
+        else:
+            conversation = await database_sync_to_async(actions.start_conversation)(
+                self.user, model, text
+            )
+
+        # Join before the reply is queued, so its first event cannot be missed.
+        await self._join_group(conversation.group_name)
+        question, reply = await database_sync_to_async(actions.post_question)(
+            conversation, text, model
+        )
+        await self.send_json(
+            {
+                "type": "posted",
+                "conversation": {
+                    "id": conversation.pk,
+                    "title": conversation.title,
+                    "url": conversation.get_absolute_url(),
+                },
+                "question": _message_json(question),
+                "reply": _message_json(reply),
+                "client_token": content.get("client_token"),
+            }
+        )
+
+    async def stop_reply(self, content):
+        reply = await self._get_reply(content.get("message_id"))
+        if reply is None:
+            await self._refuse("not_found")
+            return
+        await database_sync_to_async(actions.request_stop)(reply)
+
+    async def retry_reply(self, content):
+        reply = await self._get_reply(content.get("message_id"))
+        if reply is None or reply.is_open:
+            await self._refuse("not_found")
+            return
+
+        await self._join_group(reply.conversation.group_name)
+        reset = await database_sync_to_async(actions.retry_reply)(reply)
+        await self.channel_layer.group_send(
+            reply.conversation.group_name, {"type": "reply.event", "event": reset}
+        )
+
+    async def reply_event(self, message):
+        await self.send_json({"type": "reply", **message["event"]})
+
+    async def _refuse(self, code, **params):
+        await self.send_json({"type": "refused", "code": code, **params})
+
+    async def _join_group(self, group):
+        if group == self.group:
+            return
+        await self._leave_group()
+        await self.channel_layer.group_add(group, self.channel_name)
+        self.group = group
+
+    async def _leave_group(self):
+        if self.group is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+            self.group = None
+
+    @database_sync_to_async
+    def _get_conversation(self, conversation_id):
+        return Conversation.objects.filter(pk=_as_int(conversation_id), user=self.user).first()
+
+    @database_sync_to_async
+    def _get_reply(self, message_id):
+        return (
+            Message.objects.select_related("conversation")
+            .filter(
+                pk=_as_int(message_id),
+                role=Message.Role.ASSISTANT,
+                conversation__user=self.user,
+            )
+            .first()
+        )
+
+    @database_sync_to_async
+    def _open_reply_snapshots(self, conversation):
+        """Every event so far of the replies still being written.
+
+        Read after joining the group: an event sent in between arrives twice,
+        once here and once live, and the page drops the second by its number.
+        """
+        snapshots = []
+        open_replies = conversation.messages.filter(
+            status__in=[Message.Status.QUEUED, Message.Status.STREAMING]
+        )
+        log = get_event_log()
+        for reply in open_replies:
+            snapshots.append(
+                {
+                    "type": "snapshot",
+                    "message_id": reply.pk,
+                    "events": log.read(reply.stream_key),
+                }
+            )
+        return snapshots
+
+
+def _message_json(message):
+    return {
+        "id": message.pk,
+        "role": message.role,
+        "content": message.content,
+        "html": render_markdown(message.content) if message.role == "assistant" else "",
+        "model": message.model,
+        "status": message.status,
+        "seq": message.last_seq,
+    }
+
+
+def _as_int(value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None

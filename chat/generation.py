@@ -1,0 +1,306 @@
+"""Writing one assistant reply: from the prompt to the stored, ended message.
+
+The worker owns the stream. It sends each piece to the browsers as it
+arrives (chat.streams), writes the row to the database every
+STREAM_SAVE_INTERVAL and at the end, and keeps watching for a Stop, which it
+turns into a cut of the upstream connection so the GPU stops working too.
+"""
+
+import logging
+import threading
+import time
+
+from django.conf import settings
+from django.core.cache import cache
+from django.utils import timezone
+
+from assistant import failures
+from assistant.modelapi import open_chat_stream
+from assistant.models import ModelProfile
+from assistant.streaming import (
+    ReplyParser,
+    ReplyStatus,
+    SSEComment,
+    feed_sse_item,
+    iter_sse,
+)
+from chat.models import Conversation, Message
+from chat.prompt import build_messages, estimate_tokens, output_budget
+from chat.rendering import render_markdown
+from chat.streams import ReplyPublisher
+
+logger = logging.getLogger(__name__)
+
+
+class StreamGuard:
+    """Ends a stream that the user stopped or that the backend let go quiet.
+
+    A thread beside the reader checks, several times a second, for the
+    reply's stop key in the cache (the Stop may come from any web process)
+    and for the time limits: until the first data, between two pieces of
+    data, and in all. Keep-alive comments do not count as data: a backend
+    that sends only those has nothing to say. Tripping either cuts the
+    upstream connection, which ends the reader's blocking read at once.
+    """
+
+    def __init__(self, stop_key, stream):
+        self.stop_key = stop_key
+        self.stream = stream
+        self.reason = None
+        self.started = time.monotonic()
+        self.last_data_at = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._done.set()
+        self._thread.join(timeout=5)
+
+    def saw_data(self):
+        self.last_data_at = time.monotonic()
+
+    def _watch(self):
+        while not self._done.wait(settings.STREAM_STOP_POLL_INTERVAL):
+            reason = self._reason_to_cut()
+            if reason:
+                self.reason = reason
+                logger.info("cutting stream %s: %s", self.stop_key, reason)
+                self.stream.cut()
+                return
+
+    def _reason_to_cut(self):
+        now = time.monotonic()
+        if cache.get(self.stop_key):
+            return "stopped"
+        if now - self.started > settings.MODEL_API_TOTAL_TIMEOUT:
+            return "timeout_total"
+        if self.last_data_at is None:
+            if now - self.started > settings.MODEL_API_FIRST_TOKEN_TIMEOUT:
+                return "timeout_first_token"
+        elif now - self.last_data_at > settings.MODEL_API_IDLE_TIMEOUT:
+            return "timeout_idle"
+        return None
+
+
+class ReplyWriter:
+    def __init__(self, reply):
+        self.reply = reply
+        self.profile = None
+        self.parser = None
+        self.publisher = None
+        self.started = None
+        self.first_reasoning_at = None
+        self.first_answer_at = None
+        self.last_saved = 0.0
+        self.last_rendered = 0.0
+        self.rendered_chars = -1
+        self.stopped = False
+
+    def run(self):
+        self.publisher = ReplyPublisher(self.reply)
+        try:
+            self._run()
+        except Exception as exc:  # noqa: BLE001 - every failure ends the reply
+            self._fail(exc)
+        finally:
+            self.publisher.close()
+
+    def _run(self):
+        if cache.get(self.reply.stop_key):
+            self._finish(Message.Status.STOPPED)
+            return
+
+        self.profile = ModelProfile.ensure(self.reply.model)
+        self.parser = ReplyParser(starts_in_reasoning=self.profile.starts_in_reasoning)
+        messages = build_messages(self.reply.conversation, self.reply)
+        prompt_estimate = estimate_tokens(messages)
+        if prompt_estimate > self.profile.input_limit:
+            self._finish_too_long(prompt_estimate)
+            return
+
+        self._mark_streaming()
+        max_tokens = output_budget(self.profile, prompt_estimate)
+        with open_chat_stream(self.reply.model, messages, max_tokens) as stream:
+            with StreamGuard(self.reply.stop_key, stream) as guard:
+                self._read(stream, guard)
+
+    def _mark_streaming(self):
+        self.started = time.monotonic()
+        self.reply.status = Message.Status.STREAMING
+        self.reply.started_at = timezone.now()
+        self.reply.save(update_fields=["status", "started_at"])
+        self.publisher.publish("status", status=Message.Status.STREAMING)
+
+    def _read(self, stream, guard):
+        try:
+            for item in iter_sse(stream.lines()):
+                if stream.cut_requested.is_set():
+                    break
+                if isinstance(item, SSEComment):
+                    # Keep-alive: the server is alive but has nothing to say.
+                    continue
+                guard.saw_data()
+                self._handle(feed_sse_item(item, self.parser))
+                if self.parser.ended:
+                    # [DONE] or an error: a server may keep the connection
+                    # open after either, so reading on could only wait.
+                    break
+        except (*failures.TRANSPORT_ERRORS, OSError) as exc:
+            if not stream.cut_requested.is_set():
+                raise
+            logger.debug("stream of reply %s cut: %r", self.reply.pk, exc)
+
+        if guard.reason == "stopped":
+            # Whatever was already read but not yet shown is dropped: the
+            # user asked for the reply to end where they saw it end.
+            self._finish(Message.Status.STOPPED)
+        elif guard.reason:
+            self._finish(Message.Status.ERROR, guard.reason, "")
+        else:
+            self._handle(self.parser.close())
+            self._finish(self.parser.status)
+
+    def _handle(self, events):
+        for event in events:
+            if event.kind == "reasoning":
+                self._note_first("reasoning")
+                self.publisher.publish("reasoning", text=event.text)
+            elif event.kind == "answer":
+                self._note_first("answer")
+                self.publisher.publish("answer", text=event.text)
+            elif event.kind == "reclassify":
+                # What looked like the answer's start was the reasoning's.
+                self.first_reasoning_at = self.first_answer_at
+                self.first_answer_at = None
+                self.publisher.publish("reclassify")
+        self._maybe_render()
+        self._maybe_save()
+
+    def _note_first(self, kind):
+        now = time.monotonic()
+        if kind == "reasoning" and self.first_reasoning_at is None:
+            self.first_reasoning_at = now
+        if kind == "answer" and self.first_answer_at is None:
+            self.first_answer_at = now
+
+    def _maybe_render(self):
+        now = time.monotonic()
+        answer = self.parser.answer
+        if len(answer) == self.rendered_chars:
+            return
+        if now - self.last_rendered < settings.STREAM_RENDER_INTERVAL:
+            return
+
+        self.last_rendered = now
+        self.rendered_chars = len(answer)
+        self.publisher.publish_live("render", html=render_markdown(answer), chars=len(answer))
+
+    def _maybe_save(self):
+        now = time.monotonic()
+        if now - self.last_saved < settings.STREAM_SAVE_INTERVAL:
+            return
+
+        self.last_saved = now
+        Message.objects.filter(pk=self.reply.pk).update(
+            content=self.parser.answer,
+            reasoning=self.parser.reasoning,
+            last_seq=self.publisher.seq,
+        )
+
+    def _finish_too_long(self, prompt_estimate):
+        detail = (
+            f"about {prompt_estimate} prompt tokens; "
+            f"{self.profile.label} accepts {self.profile.input_limit}"
+        )
+        self._finish(Message.Status.ERROR, "context_overflow", detail)
+
+    def _fail(self, exc):
+        code, detail = failures.classify(exc)
+        if code == "internal":
+            logger.exception("reply %s failed", self.reply.pk)
+        else:
+            logger.warning("reply %s failed: %s %s", self.reply.pk, code, detail)
+        self._finish(Message.Status.ERROR, code, detail)
+
+    def _finish(self, status, error_code="", error_detail=""):
+        reply = self.reply
+        parser = self.parser
+        if parser is not None and parser.error is not None and not error_code:
+            error_code, error_detail = "in_band", parser.error.message
+
+        reply.status = status or ReplyStatus.REASON_UNKNOWN
+        reply.error_code = error_code
+        reply.error_detail = error_detail[:2000]
+        if parser is not None:
+            reply.content = parser.answer
+            reply.reasoning = parser.reasoning
+            self._store_usage(parser.usage)
+        self._store_timings()
+        reply.last_seq = self.publisher.seq + 1
+        reply.save()
+        Conversation.objects.filter(pk=reply.conversation_id).update(updated=timezone.now())
+
+        self.publisher.publish("end", **self._end_fields())
+        self._log_request()
+
+    def _store_usage(self, usage):
+        if usage is None:
+            return
+        self.reply.prompt_tokens = usage.prompt_tokens
+        self.reply.completion_tokens = usage.completion_tokens
+        self.reply.reasoning_tokens = usage.reasoning_tokens
+
+    def _store_timings(self):
+        if self.started is None:
+            return
+        now = time.monotonic()
+        first_token = min(
+            (t for t in (self.first_reasoning_at, self.first_answer_at) if t), default=None
+        )
+        self.reply.duration_ms = _ms(now - self.started)
+        if first_token is not None:
+            self.reply.first_token_ms = _ms(first_token - self.started)
+        if self.first_reasoning_at is not None:
+            thought_until = self.first_answer_at or now
+            self.reply.reasoning_ms = _ms(thought_until - self.first_reasoning_at)
+
+    def _end_fields(self):
+        reply = self.reply
+        return {
+            "status": reply.status,
+            "error_code": reply.error_code,
+            "error_detail": reply.error_detail,
+            "html": render_markdown(reply.content),
+            "reasoning_ms": reply.reasoning_ms,
+            "first_token_ms": reply.first_token_ms,
+            "duration_ms": reply.duration_ms,
+            "usage": {
+                "prompt_tokens": reply.prompt_tokens,
+                "completion_tokens": reply.completion_tokens,
+                "reasoning_tokens": reply.reasoning_tokens,
+            },
+        }
+
+    def _log_request(self):
+        reply = self.reply
+        logger.info(
+            "model request user=%s model=%s status=%s error=%s prompt_tokens=%s "
+            "completion_tokens=%s reasoning_tokens=%s first_token_ms=%s duration_ms=%s",
+            reply.conversation.user_id,
+            reply.model,
+            reply.status,
+            reply.error_code or "-",
+            reply.prompt_tokens,
+            reply.completion_tokens,
+            reply.reasoning_tokens,
+            reply.first_token_ms,
+            reply.duration_ms,
+        )
+
+
+def _ms(seconds):
+    return max(0, int(seconds * 1000))

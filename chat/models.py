@@ -1,0 +1,114 @@
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+from django.utils.translation import gettext_lazy as _
+
+TITLE_MAX_CHARS = 60
+
+
+def new_stream_key():
+    return uuid.uuid4().hex
+
+
+class Conversation(models.Model):
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="conversations",
+    )
+    title = models.CharField(_("title"), max_length=200, blank=True)
+    model = models.CharField(_("model"), max_length=200, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True, db_index=True)
+
+    class Meta:
+        ordering = ["-updated"]
+        indexes = [models.Index(fields=["user", "-updated"])]
+
+    def __str__(self):
+        return self.title or f"#{self.pk}"
+
+    def get_absolute_url(self):
+        return reverse("chat-conversation", args=[self.pk])
+
+    @property
+    def group_name(self):
+        """The channel-layer group that hears this conversation's events."""
+        return f"conversation.{self.pk}"
+
+    def title_from(self, text):
+        """A first title: the question's first words, until a better one."""
+        words = " ".join(text.split())
+        if len(words) > TITLE_MAX_CHARS:
+            words = words[: TITLE_MAX_CHARS - 1].rstrip() + "…"
+        return words
+
+
+class Message(models.Model):
+    class Role(models.TextChoices):
+        USER = "user", _("user")
+        ASSISTANT = "assistant", _("assistant")
+
+    class Status(models.TextChoices):
+        # While it lives.
+        QUEUED = "queued", _("queued")
+        STREAMING = "streaming", _("streaming")
+        # How it ended. These mirror assistant.streaming.ReplyStatus.
+        STOP = "stop", _("finished")
+        LENGTH_IN_REASONING = "length_in_reasoning", _("cut off while thinking")
+        LENGTH_IN_ANSWER = "length_in_answer", _("cut off in the answer")
+        NO_ANSWER = "no_answer", _("thought but gave no answer")
+        STOPPED = "stopped", _("stopped")
+        ERROR = "error", _("error")
+        INCOMPLETE = "incomplete", _("interrupted")
+        REASON_UNKNOWN = "reason_unknown", _("ended for an unknown reason")
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="messages"
+    )
+    role = models.CharField(max_length=16, choices=Role.choices)
+    content = models.TextField(blank=True)
+    reasoning = models.TextField(blank=True)
+    model = models.CharField(max_length=200, blank=True)
+    status = models.CharField(
+        max_length=32, choices=Status.choices, default=Status.STOP
+    )
+    # A short code for what went wrong (see chat.errors) and the server's own
+    # words, shown next to the translated explanation.
+    error_code = models.CharField(max_length=32, blank=True)
+    error_detail = models.TextField(blank=True)
+
+    created = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    first_token_ms = models.PositiveIntegerField(null=True, blank=True)
+    reasoning_ms = models.PositiveIntegerField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+
+    # As the API reported them; None means the API did not say.
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    reasoning_tokens = models.PositiveIntegerField(null=True, blank=True)
+
+    # Names this attempt at the reply in the event log and the stop key; a
+    # retry gets a new one, so nothing of an earlier attempt can leak in.
+    stream_key = models.CharField(max_length=32, default=new_stream_key)
+    # The last event number the row includes (see chat.streams).
+    last_seq = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["created", "id"]
+        indexes = [models.Index(fields=["conversation", "created"])]
+
+    def __str__(self):
+        return f"{self.role} #{self.pk}"
+
+    @property
+    def is_open(self):
+        return self.status in (self.Status.QUEUED, self.Status.STREAMING)
+
+    @property
+    def stop_key(self):
+        """The cache key whose presence asks the worker to stop this reply."""
+        return f"chat:stop:{self.stream_key}"

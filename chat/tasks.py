@@ -1,0 +1,31 @@
+import logging
+
+from celery import shared_task
+
+from chat.generation import ReplyWriter
+from chat.models import Message
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(ignore_result=True)
+def generate_reply(message_id):
+    """Write the assistant reply `message_id` by streaming it from the model.
+
+    The reply row must exist and still be queued; a reply deleted or already
+    written (a duplicate delivery) is skipped. One call holds one worker
+    thread for as long as the model writes, which for R1 can be many minutes.
+    """
+    try:
+        reply = Message.objects.select_related("conversation__user").get(
+            pk=message_id, role=Message.Role.ASSISTANT
+        )
+    except Message.DoesNotExist:
+        logger.info("reply %s was deleted before it could be written", message_id)
+        return
+
+    if reply.status != Message.Status.QUEUED:
+        logger.warning("reply %s is %s, not queued; skipped", message_id, reply.status)
+        return
+
+    ReplyWriter(reply).run()

@@ -1,0 +1,427 @@
+/*
+ * The chat page: one websocket, the conversation's messages, the composer.
+ *
+ * Every message is drawn by this script, from the page's JSON on load and
+ * from the worker's events afterwards, so a reply looks the same while it
+ * streams and after a reload. Answers arrive as raw text deltas plus, a few
+ * times a second, HTML rendered and sanitised on the server; between two
+ * renders the newest text shows as plain text after the rendered part.
+ * Events carry sequence numbers per reply; anything at or below the number
+ * a reply already has is a repeat (snapshot and live overlap) and is dropped.
+ */
+(function () {
+  "use strict";
+
+  var pageData = JSON.parse(document.getElementById("page-data").textContent);
+  var strings = pageData.strings;
+  var OPEN_STATUSES = ["queued", "streaming"];
+  var RETRYABLE = ["error", "stopped", "incomplete", "no_answer", "length_in_reasoning",
+    "length_in_answer", "reason_unknown"];
+
+  var els = {
+    messages: document.querySelector("[data-messages]"),
+    welcome: document.querySelector("[data-welcome]"),
+    composer: document.querySelector("[data-composer]"),
+    text: document.querySelector("[data-composer-text]"),
+    error: document.querySelector("[data-composer-error]"),
+    model: document.querySelector("[data-model-select]"),
+    send: document.querySelector("[data-send]"),
+    stop: document.querySelector("[data-stop]"),
+    banner: document.querySelector("[data-connection-banner]"),
+    list: document.querySelector("[data-conversation-list]")
+  };
+
+  var state = {
+    conversationId: pageData.conversationId,
+    replies: new Map(),
+    socket: null,
+    reconnectDelay: 500,
+    pendingToken: null,
+    everConnected: false
+  };
+
+  function t(key, params) {
+    var text = strings[key] || key;
+    if (params) {
+      Object.keys(params).forEach(function (name) {
+        text = text.split("%(" + name + ")s").join(String(params[name]));
+      });
+    }
+    return text;
+  }
+
+  function el(tag, className, text) {
+    var node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  /* ---------------------------------------------------------------- replies */
+
+  function ReplyView(message) {
+    this.id = message.id;
+    this.seq = message.seq || 0;
+    this.status = message.status;
+    this.reasoning = message.reasoning || "";
+    this.answer = message.content || "";
+    this.renderedChars = this.answer.length;
+    this.reasoningMs = message.reasoning_ms;
+    this.errorCode = message.error_code || "";
+    this.errorDetail = message.error_detail || "";
+    this.thinkingSince = null;
+    this.userToggledPanel = false;
+    this.build(message.html || "");
+    this.update();
+  }
+
+  ReplyView.prototype.build = function (html) {
+    var self = this;
+    this.node = el("article", "message assistant");
+    this.node.dataset.messageId = this.id;
+
+    this.panel = el("details", "reasoning");
+    this.panelLabel = el("summary", "reasoning-label");
+    this.reasoningText = el("div", "reasoning-text");
+    this.panel.append(this.panelLabel, this.reasoningText);
+    this.panel.addEventListener("toggle", function () {
+      if (self.settingPanel) return;
+      self.userToggledPanel = true;
+    });
+
+    this.answerNode = el("div", "answer markdown");
+    this.rendered = el("div", "answer-rendered");
+    this.tail = el("span", "answer-tail");
+    this.answerNode.append(this.rendered, this.tail);
+    this.setRendered(html, this.answer.length);
+
+    this.waiting = el("div", "waiting", t("queued"));
+    this.note = el("div", "status-note");
+    this.actions = el("div", "message-actions");
+    this.retryButton = el("button", "retry", t("retry"));
+    this.retryButton.type = "button";
+    this.retryButton.addEventListener("click", function () {
+      sendAction({ action: "retry", message_id: self.id });
+    });
+    this.actions.append(this.retryButton);
+
+    this.node.append(this.panel, this.waiting, this.answerNode, this.note, this.actions);
+    this.reasoningText.textContent = this.reasoning;
+  };
+
+  ReplyView.prototype.isOpen = function () {
+    return OPEN_STATUSES.indexOf(this.status) !== -1;
+  };
+
+  ReplyView.prototype.setRendered = function (html, chars) {
+    this.rendered.innerHTML = html;
+    this.renderedChars = chars;
+    if (window.AssistantRender) window.AssistantRender.typeset(this.rendered);
+    this.tail.textContent = this.answer.slice(this.renderedChars);
+  };
+
+  ReplyView.prototype.apply = function (event) {
+    if (event.kind === "render") {
+      // Live only, numbered like the last text it includes.
+      if (event.seq === this.seq && event.chars <= this.answer.length) {
+        this.setRendered(event.html, event.chars);
+      }
+      return;
+    }
+    if (event.seq <= this.seq) return;
+    this.seq = event.seq;
+
+    switch (event.kind) {
+      case "status":
+        this.status = event.status;
+        break;
+      case "reasoning":
+        this.status = "streaming";
+        if (this.thinkingSince === null) this.thinkingSince = Date.now();
+        this.reasoning += event.text;
+        this.reasoningText.textContent = this.reasoning;
+        break;
+      case "answer":
+        this.status = "streaming";
+        if (!this.answer && this.thinkingSince !== null) {
+          this.reasoningMs = Date.now() - this.thinkingSince;
+        }
+        this.answer += event.text;
+        this.tail.textContent = this.answer.slice(this.renderedChars);
+        break;
+      case "reclassify":
+        // The text shown as answer was reasoning all along (a bare </think>).
+        this.reasoning += this.answer;
+        this.reasoningText.textContent = this.reasoning;
+        this.answer = "";
+        this.setRendered("", 0);
+        if (this.thinkingSince === null) this.thinkingSince = Date.now();
+        break;
+      case "reset":
+        this.status = "queued";
+        this.reasoning = this.answer = "";
+        this.reasoningText.textContent = "";
+        this.errorCode = this.errorDetail = "";
+        this.reasoningMs = null;
+        this.thinkingSince = null;
+        this.userToggledPanel = false;
+        this.setRendered("", 0);
+        break;
+      case "end":
+        this.status = event.status;
+        this.errorCode = event.error_code || "";
+        this.errorDetail = event.error_detail || "";
+        if (event.reasoning_ms !== null && event.reasoning_ms !== undefined) {
+          this.reasoningMs = event.reasoning_ms;
+        }
+        this.setRendered(event.html || "", this.answer.length);
+        break;
+    }
+    this.update();
+  };
+
+  ReplyView.prototype.update = function () {
+    var open = this.isOpen();
+    var hasReasoning = this.reasoning.trim().length > 0;
+    var hasAnswer = this.answer.trim().length > 0;
+    var thinking = open && hasReasoning && !hasAnswer;
+
+    this.node.classList.toggle("is-open", open);
+    this.node.dataset.status = this.status;
+    this.waiting.hidden = !(open && !hasReasoning && !hasAnswer);
+
+    this.panel.hidden = !hasReasoning;
+    this.panel.classList.toggle("is-thinking", thinking);
+    this.panelLabel.textContent = this.panelText(thinking);
+    if (!this.userToggledPanel) {
+      // Open while it thinks, folded once the answer starts or the reply ends.
+      this.settingPanel = true;
+      this.panel.open = thinking;
+      this.settingPanel = false;
+    }
+
+    this.answerNode.hidden = !hasAnswer;
+    this.note.textContent = this.noteText();
+    this.note.hidden = !this.note.textContent;
+    this.node.classList.toggle("has-error", this.status === "error");
+    this.actions.hidden = open || RETRYABLE.indexOf(this.status) === -1;
+    refreshStopButton();
+  };
+
+  ReplyView.prototype.panelText = function (thinking) {
+    if (thinking) {
+      var seconds = this.thinkingSince ? Math.round((Date.now() - this.thinkingSince) / 1000) : 0;
+      return t("thinking") + (seconds ? " " + seconds + " s" : "");
+    }
+    if (this.status === "length_in_reasoning") return t("thoughtCut");
+    if (this.reasoningMs !== null && this.reasoningMs !== undefined) {
+      return t("thoughtFor", { seconds: (this.reasoningMs / 1000).toFixed(1) });
+    }
+    return t("reasoning");
+  };
+
+  ReplyView.prototype.noteText = function () {
+    if (this.status === "error") {
+      var text = t("error." + (this.errorCode || "internal"));
+      if (this.errorDetail) text += " " + t("serverSaid") + " " + this.errorDetail;
+      return text;
+    }
+    var key = "status." + this.status;
+    return strings[key] ? strings[key] : "";
+  };
+
+  /* --------------------------------------------------------------- messages */
+
+  function addQuestion(message) {
+    var node = el("article", "message user");
+    node.dataset.messageId = message.id;
+    node.append(el("div", "question-text", message.content));
+    els.messages.append(node);
+  }
+
+  function addReply(message) {
+    var view = new ReplyView(message);
+    state.replies.set(message.id, view);
+    els.messages.append(view.node);
+    return view;
+  }
+
+  function addMessage(message) {
+    els.welcome.hidden = true;
+    if (message.role === "user") {
+      addQuestion(message);
+    } else {
+      addReply(message);
+    }
+  }
+
+  function scrollToEnd() {
+    var nearEnd = els.messages.scrollHeight - els.messages.scrollTop - els.messages.clientHeight < 160;
+    if (nearEnd) els.messages.scrollTop = els.messages.scrollHeight;
+  }
+
+  function openReplies() {
+    var open = [];
+    state.replies.forEach(function (view) {
+      if (view.isOpen()) open.push(view);
+    });
+    return open;
+  }
+
+  function refreshStopButton() {
+    var streaming = openReplies().length > 0;
+    els.stop.hidden = !streaming;
+    els.send.hidden = streaming;
+  }
+
+  /* ----------------------------------------------------------------- socket */
+
+  function connect() {
+    var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
+    var socket = new WebSocket(scheme + window.location.host + "/ws/chat/");
+    state.socket = socket;
+
+    socket.addEventListener("open", function () {
+      state.reconnectDelay = 500;
+      if (state.everConnected) showBanner(t("connection.back"), 1500);
+      else hideBanner();
+      state.everConnected = true;
+      if (state.conversationId) {
+        sendAction({ action: "watch", conversation_id: state.conversationId });
+      }
+    });
+    socket.addEventListener("message", function (message) {
+      handle(JSON.parse(message.data));
+    });
+    socket.addEventListener("close", function (event) {
+      state.socket = null;
+      if (event.code === 4401) {
+        window.location.reload();  // The session ended: the page asks to sign in.
+        return;
+      }
+      showBanner(t("connection.lost"));
+      window.setTimeout(connect, state.reconnectDelay);
+      state.reconnectDelay = Math.min(state.reconnectDelay * 2, 10000);
+    });
+  }
+
+  function sendAction(action) {
+    if (!state.socket || state.socket.readyState !== WebSocket.OPEN) {
+      showBanner(t("connection.lost"));
+      return false;
+    }
+    state.socket.send(JSON.stringify(action));
+    return true;
+  }
+
+  function handle(message) {
+    if (message.type === "reply") {
+      var view = state.replies.get(message.message_id);
+      if (view) view.apply(message);
+    } else if (message.type === "snapshot") {
+      var target = state.replies.get(message.message_id);
+      if (target) message.events.forEach(function (event) { target.apply(event); });
+    } else if (message.type === "posted") {
+      handlePosted(message);
+    } else if (message.type === "refused") {
+      showComposerError(t("refused." + message.code, message));
+    }
+    scrollToEnd();
+  }
+
+  function handlePosted(message) {
+    if (!state.conversationId) {
+      state.conversationId = message.conversation.id;
+      window.history.pushState({}, "", message.conversation.url);
+      addToSidebar(message.conversation);
+    }
+    if (message.client_token && message.client_token === state.pendingToken) {
+      els.text.value = "";
+      state.pendingToken = null;
+    }
+    addMessage(message.question);
+    addMessage(message.reply);
+    els.messages.scrollTop = els.messages.scrollHeight;
+  }
+
+  function addToSidebar(conversation) {
+    var empty = els.list.querySelector(".empty-list");
+    if (empty) empty.remove();
+    var link = el("a", "", conversation.title);
+    link.href = conversation.url;
+    link.dataset.conversationId = conversation.id;
+    link.setAttribute("aria-current", "page");
+    els.list.prepend(link);
+  }
+
+  /* --------------------------------------------------------------- composer */
+
+  function submit() {
+    var text = els.text.value;
+    hideComposerError();
+    if (!text.trim()) {
+      showComposerError(t("refused.empty"));
+      return;
+    }
+    if (text.length > pageData.maxMessageChars) {
+      showComposerError(t("refused.too_long", { size: text.length, limit: pageData.maxMessageChars }));
+      return;
+    }
+    if (openReplies().length > 0) return;
+
+    state.pendingToken = String(Date.now()) + Math.random().toString(16).slice(2);
+    sendAction({
+      action: "send",
+      conversation_id: state.conversationId,
+      text: text,
+      model: els.model.value,
+      client_token: state.pendingToken
+    });
+  }
+
+  function showComposerError(text) {
+    els.error.textContent = text;
+    els.error.hidden = false;
+  }
+
+  function hideComposerError() {
+    els.error.hidden = true;
+  }
+
+  function showBanner(text, hideAfterMs) {
+    els.banner.textContent = text;
+    els.banner.hidden = false;
+    if (hideAfterMs) window.setTimeout(hideBanner, hideAfterMs);
+  }
+
+  function hideBanner() {
+    els.banner.hidden = true;
+  }
+
+  els.composer.addEventListener("submit", function (event) {
+    event.preventDefault();
+    submit();
+  });
+  els.text.addEventListener("keydown", function (event) {
+    // Enter while an input method is composing (pinyin) picks a candidate.
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      submit();
+    }
+  });
+  els.stop.addEventListener("click", function () {
+    openReplies().forEach(function (view) {
+      sendAction({ action: "stop", message_id: view.id });
+    });
+  });
+
+  // The thinking timer in an open panel ticks once a second.
+  window.setInterval(function () {
+    openReplies().forEach(function (view) { view.update(); });
+  }, 1000);
+
+  pageData.messages.forEach(addMessage);
+  els.messages.scrollTop = els.messages.scrollHeight;
+  refreshStopButton();
+  connect();
+}());

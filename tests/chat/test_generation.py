@@ -1,0 +1,256 @@
+"""The reply task against the model simulator over real HTTP."""
+
+import threading
+import time
+
+import pytest
+from django.core.cache import cache
+
+from assistant.eventlog import get_event_log
+from chat import actions
+from chat.models import Message
+from chat.tasks import generate_reply
+from tests.factories import add_exchange, make_conversation, make_user, queue_reply
+
+pytestmark = pytest.mark.django_db
+
+
+def events_of(reply):
+    return get_event_log().read(reply.stream_key)
+
+
+def replay(events):
+    """The texts a browser ends with after applying the events in order."""
+    reasoning = answer = ""
+    for event in events:
+        if event["kind"] == "reasoning":
+            reasoning += event["text"]
+        elif event["kind"] == "answer":
+            answer += event["text"]
+        elif event["kind"] == "reclassify":
+            reasoning, answer = reasoning + answer, ""
+    return reasoning, answer
+
+
+@pytest.mark.parametrize(
+    "model",
+    ["deepseek-r1", "deepseek-r1-vllm", "deepseek-r1-tags", "deepseek-r1-prefilled"],
+)
+def test_it_streams_reasoning_and_answer_apart_for_every_format(model_api, model):
+    user = make_user()
+    conversation = make_conversation(user, model=model)
+    _, reply = queue_reply(conversation, "Why is the sky blue?")
+
+    generate_reply(reply.pk)
+
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.STOP
+    assert "sky blue" in reply.reasoning
+    assert "<think>" not in reply.content and "</think>" not in reply.content
+    assert "$$" in reply.content and "```python" in reply.content
+    assert "</think>" not in reply.reasoning
+    assert reply.reasoning_ms is not None and reply.first_token_ms is not None
+    assert reply.completion_tokens and reply.prompt_tokens
+
+    events = events_of(reply)
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert events[-1]["kind"] == "end" and events[-1]["status"] == "stop"
+    assert replay(events) == (reply.reasoning, reply.content)
+    assert reply.last_seq == events[-1]["seq"]
+
+
+def test_it_answers_without_a_panel_for_a_model_that_does_not_reason(model_api):
+    conversation = make_conversation(make_user(), model="deepseek-v3")
+    _, reply = queue_reply(conversation, "你好，介绍一下你自己")
+
+    generate_reply(reply.pk)
+
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.STOP
+    assert reply.reasoning == ""
+    assert reply.reasoning_ms is None
+    assert any("\u4e00" <= ch <= "\u9fff" for ch in reply.content)
+
+
+def test_it_sends_answers_only_one_system_message_and_alternating_roles(model_api):
+    conversation = make_conversation(make_user())
+    add_exchange(conversation, "first question", "first answer", reasoning="secret plan")
+    # A failed reply with no answer: the questions around it are merged.
+    add_exchange(conversation, "second question", "", status="error")
+    _, reply = queue_reply(conversation, "third question")
+
+    generate_reply(reply.pk)
+
+    sent = model_api.stats["recent_requests"][-1]
+    roles = [m["role"] for m in sent["messages"]]
+    assert roles == ["system", "user", "assistant", "user"]
+    assert sent["messages"][2]["content"] == "first answer"
+    assert "second question" in sent["messages"][3]["content"]
+    assert "third question" in sent["messages"][3]["content"]
+    assert all("secret plan" not in m["content"] for m in sent["messages"])
+    assert all("reasoning_content" not in m for m in sent["messages"])
+    assert sent["stream"] is True
+    assert sent["stream_options"] == {"include_usage": True}
+    assert 0 < sent["max_tokens"] <= 8192
+
+
+@pytest.mark.parametrize(
+    "status, code",
+    [(401, "auth"), (429, "rate_limited"), (500, "server_error"), (503, "server_error")],
+)
+def test_it_ends_with_a_typed_error_when_the_backend_refuses(model_api, status, code):
+    conversation = make_conversation(make_user())
+    _, reply = queue_reply(conversation, "hello")
+    model_api.queue_error(status, f"simulated failure {status}")
+
+    generate_reply(reply.pk)
+
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.ERROR
+    assert reply.error_code == code
+    assert f"simulated failure {status}" in reply.error_detail
+    assert reply.content == "" and reply.reasoning == ""
+    assert events_of(reply)[-1]["error_code"] == code
+    # The question stays, to be sent again.
+    assert conversation.messages.filter(role="user", content="hello").exists()
+
+
+def test_it_reports_context_overflow_from_the_server(model_api):
+    conversation = make_conversation(make_user())
+    _, reply = queue_reply(conversation, "hello")
+    model_api.queue_error(
+        400, "context limit 8192 tokens; request needs 8700 (7676 prompt + 1024 completion)"
+    )
+
+    generate_reply(reply.pk)
+
+    reply.refresh_from_db()
+    assert reply.error_code == "context_overflow"
+    assert "8700" in reply.error_detail
+
+
+def test_it_refuses_a_prompt_over_the_input_limit_without_sending_it(model_api):
+    conversation = make_conversation(make_user())
+    _, reply = queue_reply(conversation, "word " * 20000)
+
+    generate_reply(reply.pk)
+
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.ERROR
+    assert reply.error_code == "context_overflow"
+    assert "6144" in reply.error_detail
+    assert model_api.stats["requests"] == 0
+
+
+def test_it_reports_an_unreachable_backend(settings, model_api):
+    settings.MODEL_API_BASE_URL = "http://127.0.0.1:9/v1"
+    conversation = make_conversation(make_user())
+    _, reply = queue_reply(conversation, "hello")
+
+    generate_reply(reply.pk)
+
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.ERROR
+    assert reply.error_code == "unreachable"
+
+
+def test_it_ends_a_backend_that_sends_only_keep_alives(settings, model_api):
+    """Keep-alive comments arrive every second; none of them is progress."""
+    settings.MODEL_API_FIRST_TOKEN_TIMEOUT = 1.5
+    conversation = make_conversation(make_user())
+    _, reply = queue_reply(conversation, "hello [[sim first=5]]")
+
+    started = time.monotonic()
+    generate_reply(reply.pk)
+
+    reply.refresh_from_db()
+    assert time.monotonic() - started < 4
+    assert reply.status == Message.Status.ERROR
+    assert reply.error_code == "timeout_first_token"
+
+
+def test_it_ends_a_backend_that_goes_quiet_mid_reply(settings, model_api):
+    settings.MODEL_API_IDLE_TIMEOUT = 0.5
+    conversation = make_conversation(make_user(), model="deepseek-v3")
+    _, reply = queue_reply(conversation, "hello [[sim delay=3 chunk=40]]")
+
+    generate_reply(reply.pk)
+
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.ERROR
+    assert reply.error_code == "timeout_idle"
+    assert reply.content  # the first piece is kept
+
+
+def test_it_keeps_text_and_the_server_message_on_an_in_band_error(model_api):
+    conversation = make_conversation(make_user(), model="deepseek-v3")
+    _, reply = queue_reply(conversation, "hello")
+    model_api.queue_events(
+        [
+            '{"choices":[{"index":0,"delta":{"content":"Half an"},"finish_reason":null}]}',
+            '{"error":{"message":"GPU worker crashed","type":"server_error","code":500}}',
+        ]
+    )
+
+    generate_reply(reply.pk)
+
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.ERROR
+    assert reply.error_code == "in_band"
+    assert reply.error_detail == "GPU worker crashed"
+    assert reply.content == "Half an"
+
+
+def test_it_skips_a_reply_that_is_no_longer_queued(model_api):
+    conversation = make_conversation(make_user())
+    _, reply = queue_reply(conversation, "hello")
+    Message.objects.filter(pk=reply.pk).update(status=Message.Status.STOP)
+
+    generate_reply(reply.pk)
+
+    assert model_api.stats["requests"] == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_cuts_the_upstream_connection_within_a_second_of_stop(model_api):
+    conversation = make_conversation(make_user())
+    _, reply = queue_reply(conversation, "Tell me a long story [[sim delay=0.05 words=2000]]")
+    writer = threading.Thread(target=generate_reply, args=[reply.pk])
+    writer.start()
+    _wait_for(lambda: any(e["kind"] == "answer" for e in events_of(reply)))
+
+    stop_requested = time.monotonic()
+    actions.request_stop(reply)
+    writer.join(timeout=10)
+
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.STOPPED
+    assert reply.content  # the partial answer is kept
+    _wait_for(lambda: model_api.stats["last_disconnect_at"] is not None, seconds=3)
+    assert model_api.stats["last_disconnect_at"] - stop_requested < 1.5
+    # Nothing after the stop reached the log but the end.
+    events = events_of(reply)
+    assert events[-1]["kind"] == "end" and events[-1]["status"] == "stopped"
+    assert replay(events)[1] == reply.content
+
+
+def test_it_does_not_call_the_model_for_a_reply_stopped_while_queued(model_api):
+    conversation = make_conversation(make_user())
+    _, reply = queue_reply(conversation, "hello")
+    actions.request_stop(reply)
+
+    generate_reply(reply.pk)
+
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.STOPPED
+    assert model_api.stats["requests"] == 0
+    cache.delete(reply.stop_key)
+
+
+def _wait_for(condition, seconds=10):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise AssertionError("condition not met in time")

@@ -1,0 +1,43 @@
+"""Personas and small builders for the chat tests."""
+
+from django.contrib.auth import get_user_model
+
+from chat.models import Conversation, Message
+
+
+def make_user(username="researcher", password="correct-horse-9"):
+    return get_user_model().objects.create_user(username=username, password=password)
+
+
+def make_conversation(user, model="deepseek-r1"):
+    return Conversation.objects.create(user=user, title="test", model=model)
+
+
+def add_exchange(conversation, question, answer="", reasoning="", status="stop"):
+    """A finished question and answer, as earlier turns of a conversation."""
+    asked = Message.objects.create(
+        conversation=conversation, role=Message.Role.USER, content=question
+    )
+    answered = Message.objects.create(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        content=answer,
+        reasoning=reasoning,
+        model=conversation.model,
+        status=status,
+    )
+    return asked, answered
+
+
+def queue_reply(conversation, question, model=None):
+    """A new question and its queued reply, as the consumer stores them."""
+    asked = Message.objects.create(
+        conversation=conversation, role=Message.Role.USER, content=question
+    )
+    reply = Message.objects.create(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        model=model or conversation.model,
+        status=Message.Status.QUEUED,
+    )
+    return asked, reply
