@@ -19,8 +19,8 @@ bench: $(VENV)/.installed-dev
 
 # Regenerate the translation catalogues after changing translated strings.
 messages: $(VENV)/.installed
-	$(BIN)/python manage.py makemessages -l zh_Hans -l en --no-location
-	$(BIN)/python manage.py compilemessages
+	$(BIN)/python manage.py makemessages -l zh_Hans --no-location --ignore ".venv/*" --ignore "var/*"
+	$(BIN)/python manage.py compilemessages -l zh_Hans --ignore ".venv"
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)

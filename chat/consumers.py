@@ -11,18 +11,20 @@ import logging
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
+from django.db.models import Q
 
 from assistant.eventlog import get_event_log
 from chat import actions
 from chat.models import Conversation, Message
-from chat.rendering import render_markdown
-from chat.views import offered_model_names
+from chat.views import message_data, offered_model_names
 
 logger = logging.getLogger(__name__)
 
 # Close code for a socket opened without a signed-in session (4000-4999 are
 # the application's own).
 CLOSE_UNAUTHENTICATED = 4401
+# A page asks after the replies it shows as open; a handful is plenty.
+MAX_WATCHED_REPLIES = 20
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
@@ -57,7 +59,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return
 
         await self._join_group(conversation.group_name)
-        for snapshot in await self._open_reply_snapshots(conversation):
+        asked_ids = content.get("open_replies")
+        if not isinstance(asked_ids, list):
+            asked_ids = []
+        for snapshot in await self._reply_snapshots(conversation, asked_ids):
             await self.send_json(snapshot)
 
     async def send_question(self, content):
@@ -98,8 +103,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                     "title": conversation.title,
                     "url": conversation.get_absolute_url(),
                 },
-                "question": _message_json(question),
-                "reply": _message_json(reply),
+                "question": message_data(question),
+                "reply": message_data(reply),
                 "client_token": content.get("client_token"),
             }
         )
@@ -158,38 +163,32 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         )
 
     @database_sync_to_async
-    def _open_reply_snapshots(self, conversation):
-        """Every event so far of the replies still being written.
+    def _reply_snapshots(self, conversation, asked_ids):
+        """The state of each reply still being written, or that the page
+        believes is: the stored row, plus the logged events newer than it.
 
         Read after joining the group: an event sent in between arrives twice,
         once here and once live, and the page drops the second by its number.
+        A reply that ended while the page was away comes back whole, so a
+        missed "end" cannot leave a bubble open.
         """
-        snapshots = []
-        open_replies = conversation.messages.filter(
-            status__in=[Message.Status.QUEUED, Message.Status.STREAMING]
+        replies = conversation.messages.filter(role=Message.Role.ASSISTANT).filter(
+            Q(status__in=[Message.Status.QUEUED, Message.Status.STREAMING])
+            | Q(pk__in=[_as_int(pk) for pk in asked_ids][:MAX_WATCHED_REPLIES])
         )
         log = get_event_log()
-        for reply in open_replies:
+        snapshots = []
+        for reply in replies:
+            newer = [e for e in log.read(reply.stream_key) if e["seq"] > reply.last_seq]
             snapshots.append(
                 {
                     "type": "snapshot",
                     "message_id": reply.pk,
-                    "events": log.read(reply.stream_key),
+                    "message": message_data(reply),
+                    "events": newer,
                 }
             )
         return snapshots
-
-
-def _message_json(message):
-    return {
-        "id": message.pk,
-        "role": message.role,
-        "content": message.content,
-        "html": render_markdown(message.content) if message.role == "assistant" else "",
-        "model": message.model,
-        "status": message.status,
-        "seq": message.last_seq,
-    }
 
 
 def _as_int(value):

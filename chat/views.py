@@ -30,7 +30,7 @@ def _room(request, conversation):
     models = offered_models()
     messages = []
     if conversation is not None:
-        messages = [_message_data(m) for m in conversation.messages.all()]
+        messages = [message_data(m) for m in conversation.messages.all()]
 
     context = {
         "conversation": conversation,
@@ -55,7 +55,8 @@ def _selected_model(conversation, models):
     return names[0] if names else ""
 
 
-def _message_data(message):
+def message_data(message):
+    """A message as the page's script draws it."""
     data = {
         "id": message.pk,
         "role": message.role,

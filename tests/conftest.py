@@ -124,3 +124,13 @@ def _wait_for_worker(process, seconds=60):
         if app.control.ping(timeout=0.5):
             return
     pytest.fail("the Celery worker did not answer a ping within a minute")
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """Close connections after each use in tests.
+
+    Consumers reach the database from a pool of threads; a connection kept
+    open there would stop the test database from being dropped at the end.
+    """
+    django_settings.DATABASES["default"]["CONN_MAX_AGE"] = 0

@@ -15,7 +15,8 @@ Endpoints:
     GET  /v1/models             the served models, with vLLM's max_model_len
     POST /v1/chat/completions   replies, streamed as SSE when "stream" is true
     GET  /health                {"status": "ok"}, for readiness checks
-    GET  /sim/stats             counters, recent request bodies, disconnect times
+    GET  /sim/stats             counters, recent request bodies, disconnect
+                                times, when tagged replies began reasoning
     GET  /sim/requests/last     the body of the last chat request, as received
     POST /sim/reset             clears the counters and the recent requests
 
@@ -46,6 +47,11 @@ The directive wins over the body field, which wins over the server config.
     chunk   characters per chunk
     format  reasoning_content, reasoning, tags, prefilled or none
     words   lengthen the answer by about this many words of filler prose
+    tag     a name for the request, up to 64 of A-Z a-z 0-9 _ -; it changes
+            nothing in the reply, but stats["first_reasoning_sent"][tag] then
+            holds the time.monotonic() at which the reply's first reasoning
+            chunk was written and flushed (streamed replies only; the last
+            1000 tags are kept), so a benchmark can time what comes after
 
 Token counts are rough: each chunk is one completion token, and the prompt is
 estimated from the message lengths (replies.estimate_tokens). max_tokens, or
@@ -105,10 +111,12 @@ NUMERIC_SETTINGS = {
     "words": (int, 0, 200_000),
 }
 DIRECTIVE_PATTERN = re.compile(r"\[\[sim\b(?P<settings>[^\]]*)\]\]")
+TAG_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 # Chat templates add role markers and separators around every message.
 TOKENS_PER_MESSAGE = 4
 RECENT_LIMIT = 50
+FIRST_REASONING_LIMIT = 1000
 MAX_BODY_BYTES = 16 * 1024 * 1024
 IDLE_TIMEOUT_SECONDS = 60
 STOP_POLL_SECONDS = 0.2
@@ -142,6 +150,7 @@ class ReplySettings:
     chunk: int
     format: str
     words: int = 0
+    tag: str | None = None
 
 
 @dataclass(frozen=True)
@@ -327,6 +336,12 @@ def clean_settings(raw):
             cleaned[key] = value
             continue
 
+        if key == "tag":
+            if not isinstance(value, str) or not TAG_PATTERN.fullmatch(value):
+                raise RequestError(400, "Simulator tag must be 1-64 of A-Z a-z 0-9 _ -")
+            cleaned[key] = value
+            continue
+
         if key not in NUMERIC_SETTINGS:
             raise RequestError(400, f"Unknown simulator setting {key!r}")
         cleaned[key] = _read_number(key, value, *NUMERIC_SETTINGS[key])
@@ -459,6 +474,7 @@ class SimulatorStats:
             self._max_active = self._active
             self._recent_requests = deque(maxlen=RECENT_LIMIT)
             self._disconnect_times = deque(maxlen=RECENT_LIMIT)
+            self._first_reasoning_sent = {}
 
     def record_request(self):
         with self._lock:
@@ -484,6 +500,15 @@ class SimulatorStats:
             if outcome == "disconnected":
                 self._disconnect_times.append(time.monotonic())
 
+    def record_first_reasoning(self, tag, sent_at):
+        with self._lock:
+            # Re-inserted, so that a reused tag counts as the newest.
+            self._first_reasoning_sent.pop(tag, None)
+            self._first_reasoning_sent[tag] = sent_at
+            if len(self._first_reasoning_sent) > FIRST_REASONING_LIMIT:
+                oldest = next(iter(self._first_reasoning_sent))
+                del self._first_reasoning_sent[oldest]
+
     def last_request(self):
         with self._lock:
             return self._recent_requests[-1] if self._recent_requests else None
@@ -499,6 +524,7 @@ class SimulatorStats:
                 "recent_requests": list(self._recent_requests),
                 "disconnect_times": disconnect_times,
                 "last_disconnect_at": last_disconnect_at,
+                "first_reasoning_sent": dict(self._first_reasoning_sent),
             }
 
 
@@ -635,12 +661,17 @@ class SimulatorHandler(BaseHTTPRequestHandler):
         self._pause(chat.settings.first)
         self._send_event(envelope.chunk({"role": "assistant", "content": ""}))
 
+        stats = self.simulator.stats_recorder
+        tag_to_record = chat.settings.tag
         last_index = len(reply.pieces) - 1
         for index, piece in enumerate(reply.pieces):
             if index:
                 self._pause(chat.settings.delay)
             finish_reason = reply.finish_reason if index == last_index else None
             self._send_event(envelope.chunk({piece.field: piece.text}, finish_reason))
+            if tag_to_record and piece.is_reasoning:
+                stats.record_first_reasoning(tag_to_record, time.monotonic())
+                tag_to_record = None
 
         if chat.include_usage:
             self._send_event(envelope.usage_chunk(reply.usage(chat.prompt_tokens)))

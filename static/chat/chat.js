@@ -15,6 +15,7 @@
   var pageData = JSON.parse(document.getElementById("page-data").textContent);
   var strings = pageData.strings;
   var OPEN_STATUSES = ["queued", "streaming"];
+  var QUIET_REPLY_MS = 15000;
   var RETRYABLE = ["error", "stopped", "incomplete", "no_answer", "length_in_reasoning",
     "length_in_answer", "reason_unknown"];
 
@@ -61,21 +62,28 @@
 
   function ReplyView(message) {
     this.id = message.id;
+    this.thinkingSince = null;
+    this.userToggledPanel = false;
+    this.lastEventAt = Date.now();
+    this.build();
+    this.load(message);
+  }
+
+  /* Take the state of a stored reply: on page load and from a snapshot. */
+  ReplyView.prototype.load = function (message) {
     this.seq = message.seq || 0;
     this.status = message.status;
     this.reasoning = message.reasoning || "";
     this.answer = message.content || "";
-    this.renderedChars = this.answer.length;
     this.reasoningMs = message.reasoning_ms;
     this.errorCode = message.error_code || "";
     this.errorDetail = message.error_detail || "";
-    this.thinkingSince = null;
-    this.userToggledPanel = false;
-    this.build(message.html || "");
+    this.reasoningText.textContent = this.reasoning;
+    this.setRendered(message.html || "", this.answer.length);
     this.update();
-  }
+  };
 
-  ReplyView.prototype.build = function (html) {
+  ReplyView.prototype.build = function () {
     var self = this;
     this.node = el("article", "message assistant");
     this.node.dataset.messageId = this.id;
@@ -84,16 +92,17 @@
     this.panelLabel = el("summary", "reasoning-label");
     this.reasoningText = el("div", "reasoning-text");
     this.panel.append(this.panelLabel, this.reasoningText);
+    // "toggle" also fires, later, for changes made by this script; only a
+    // state other than the one the script chose is the reader's doing.
+    this.panelWanted = false;
     this.panel.addEventListener("toggle", function () {
-      if (self.settingPanel) return;
-      self.userToggledPanel = true;
+      if (self.panel.open !== self.panelWanted) self.userToggledPanel = true;
     });
 
     this.answerNode = el("div", "answer markdown");
     this.rendered = el("div", "answer-rendered");
     this.tail = el("span", "answer-tail");
     this.answerNode.append(this.rendered, this.tail);
-    this.setRendered(html, this.answer.length);
 
     this.waiting = el("div", "waiting", t("queued"));
     this.note = el("div", "status-note");
@@ -106,7 +115,6 @@
     this.actions.append(this.retryButton);
 
     this.node.append(this.panel, this.waiting, this.answerNode, this.note, this.actions);
-    this.reasoningText.textContent = this.reasoning;
   };
 
   ReplyView.prototype.isOpen = function () {
@@ -121,6 +129,7 @@
   };
 
   ReplyView.prototype.apply = function (event) {
+    this.lastEventAt = Date.now();
     if (event.kind === "render") {
       // Live only, numbered like the last text it includes.
       if (event.seq === this.seq && event.chars <= this.answer.length) {
@@ -195,9 +204,8 @@
     this.panelLabel.textContent = this.panelText(thinking);
     if (!this.userToggledPanel) {
       // Open while it thinks, folded once the answer starts or the reply ends.
-      this.settingPanel = true;
+      this.panelWanted = thinking;
       this.panel.open = thinking;
-      this.settingPanel = false;
     }
 
     this.answerNode.hidden = !hasAnswer;
@@ -286,9 +294,7 @@
       if (state.everConnected) showBanner(t("connection.back"), 1500);
       else hideBanner();
       state.everConnected = true;
-      if (state.conversationId) {
-        sendAction({ action: "watch", conversation_id: state.conversationId });
-      }
+      watch();
     });
     socket.addEventListener("message", function (message) {
       handle(JSON.parse(message.data));
@@ -302,6 +308,16 @@
       showBanner(t("connection.lost"));
       window.setTimeout(connect, state.reconnectDelay);
       state.reconnectDelay = Math.min(state.reconnectDelay * 2, 10000);
+    });
+  }
+
+  /* Follow the conversation, and catch up on the replies shown as open. */
+  function watch() {
+    if (!state.conversationId) return;
+    sendAction({
+      action: "watch",
+      conversation_id: state.conversationId,
+      open_replies: openReplies().map(function (view) { return view.id; })
     });
   }
 
@@ -320,7 +336,10 @@
       if (view) view.apply(message);
     } else if (message.type === "snapshot") {
       var target = state.replies.get(message.message_id);
-      if (target) message.events.forEach(function (event) { target.apply(event); });
+      if (target) {
+        if (message.message.seq > target.seq) target.load(message.message);
+        message.events.forEach(function (event) { target.apply(event); });
+      }
     } else if (message.type === "posted") {
       handlePosted(message);
     } else if (message.type === "refused") {
@@ -415,9 +434,19 @@
     });
   });
 
-  // The thinking timer in an open panel ticks once a second.
+  // The thinking timer in an open panel ticks once a second. A reply that
+  // has been quiet for a while is asked after, in case an event was lost on
+  // the way (a server restart, a network blip the socket did not notice).
   window.setInterval(function () {
-    openReplies().forEach(function (view) { view.update(); });
+    var quiet = false;
+    openReplies().forEach(function (view) {
+      view.update();
+      if (Date.now() - view.lastEventAt > QUIET_REPLY_MS) {
+        view.lastEventAt = Date.now();
+        quiet = true;
+      }
+    });
+    if (quiet) watch();
   }, 1000);
 
   pageData.messages.forEach(addMessage);

@@ -11,6 +11,7 @@ import pytest
 
 from assistant.management.commands.simulate_model import Command, config_from_options
 from assistant.simulator import MODELS, SimulatorConfig, SimulatorServer
+from assistant.simulator.server import FIRST_REASONING_LIMIT, SimulatorStats
 
 FAST = SimulatorConfig(token_delay=0, first_token_delay=0, chunk_chars=20)
 QUESTION = "How much energy does one gram of matter hold?"
@@ -297,6 +298,59 @@ def test_it_rejects_a_bad_directive(client):
         client.chat.completions.create(
             model="deepseek-r1", messages=ask("Hi [[sim format=xml]]")
         )
+
+
+def test_it_records_when_a_tagged_reply_sent_its_first_reasoning(client, server):
+    asked_at = time.monotonic()
+    stream = client.chat.completions.create(
+        model="deepseek-r1",
+        messages=ask(f"{QUESTION} [[sim tag=bench-7_a]]"),
+        stream=True,
+    )
+
+    received_at, reasoning = None, []
+    for chunk in stream:
+        delta = chunk.choices[0].delta if chunk.choices else None
+        text = getattr(delta, "reasoning_content", None)
+        if text and received_at is None:
+            received_at = time.monotonic()
+        reasoning.append(text or "")
+
+    sent_at = server.stats["first_reasoning_sent"]["bench-7_a"]
+    assert asked_at < sent_at <= received_at
+    assert "bench-7_a" not in "".join(reasoning)
+
+
+def test_it_records_nothing_for_an_untagged_or_unstreamed_reply(client, server):
+    client.chat.completions.create(
+        model="deepseek-r1", messages=ask(QUESTION), stream=True
+    ).close()
+    client.chat.completions.create(
+        model="deepseek-r1", messages=ask(f"{QUESTION} [[sim tag=whole]]")
+    )
+
+    assert server.stats["first_reasoning_sent"] == {}
+
+
+def test_it_rejects_a_bad_tag(client):
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(
+            model="deepseek-r1", messages=ask("Hi [[sim tag=a.b]]")
+        )
+
+
+def test_it_keeps_only_the_latest_first_reasoning_times():
+    stats = SimulatorStats()
+    for number in range(FIRST_REASONING_LIMIT + 2):
+        stats.record_first_reasoning(f"tag{number}", float(number))
+    stats.record_first_reasoning("tag2", 9999.0)
+
+    sent = stats.snapshot()["first_reasoning_sent"]
+    assert len(sent) == FIRST_REASONING_LIMIT
+    assert "tag0" not in sent
+    assert "tag1" not in sent
+    assert sent["tag2"] == 9999.0
+    assert list(sent)[-1] == "tag2"
 
 
 def test_it_shows_stats_and_the_last_request_over_http(client, server):

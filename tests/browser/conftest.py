@@ -1,0 +1,176 @@
+"""The app as a researcher runs it, and a real Chromium to drive it.
+
+`live_app` starts scripts/run.py (what `make run` runs) on a fresh database
+and a free port, pointed at the test session's model simulator so tests can
+script and observe the backend. With REDIS_URL set it runs Daphne and a
+Celery worker as separate processes, on a Celery queue of its own so the
+test session's worker never takes its tasks.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+
+REPO_DIR = Path(__file__).resolve().parents[2]
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+DEMO_PASSWORD = "browser-test-password-1"
+# Flags for a headless Chromium on a machine with no outside network: no
+# sandbox as root, and none of the background connections it would try.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for_http(url, process, seconds=120):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the app exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.3)
+    pytest.fail(f"the app did not answer at {url}")
+
+
+class FreshPostgresDatabase:
+    """A database of its own for the live app, dropped afterwards."""
+
+    def __init__(self, url):
+        import dj_database_url
+
+        self.params = dj_database_url.parse(url)
+        self.name = f"browser_{uuid.uuid4().hex[:8]}"
+
+    def _admin(self):
+        import psycopg
+
+        return psycopg.connect(
+            host=self.params["HOST"] or "127.0.0.1",
+            port=self.params["PORT"] or 5432,
+            user=self.params["USER"] or None,
+            password=self.params["PASSWORD"] or None,
+            dbname="postgres",
+            autocommit=True,
+        )
+
+    def create(self):
+        with self._admin() as conn:
+            conn.execute(f'CREATE DATABASE "{self.name}"')
+        user = self.params["USER"]
+        password = f":{self.params['PASSWORD']}" if self.params["PASSWORD"] else ""
+        auth = f"{user}{password}@" if user else ""
+        host = self.params["HOST"] or "127.0.0.1"
+        port = self.params["PORT"] or 5432
+        return f"postgres://{auth}{host}:{port}/{self.name}"
+
+    def drop(self):
+        with self._admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def chromium_path():
+    if os.path.exists(CHROMIUM):
+        return CHROMIUM
+    if os.environ.get("REQUIRE_BROWSER") == "1":
+        pytest.fail(f"Chromium not found at {CHROMIUM}")
+    pytest.skip(f"Chromium not found at {CHROMIUM} (install Debian's chromium)")
+
+
+@pytest.fixture(scope="session")
+def live_app(simulator, tmp_path_factory, chromium_path):
+    data_dir = tmp_path_factory.mktemp("live-app")
+    port = _free_port()
+    env = dict(os.environ)
+    env.update(
+        PORT=str(port),
+        DATA_DIR=str(data_dir),
+        STATIC_ROOT=str(data_dir / "static"),
+        MODEL_API_BASE_URL=simulator.url,
+        DEMO_PASSWORD=DEMO_PASSWORD,
+        CELERY_QUEUE=f"browser-{uuid.uuid4().hex[:8]}",
+        CHANNELS_PREFIX=f"browser-{uuid.uuid4().hex[:8]}",
+        USING_SIMULATOR="1",
+    )
+    database = None
+    if django_settings.DATABASE_URL:
+        database = FreshPostgresDatabase(django_settings.DATABASE_URL)
+        env["DATABASE_URL"] = database.create()
+
+    log = open(data_dir / "app.log", "w")
+    process = subprocess.Popen(
+        [sys.executable, "scripts/run.py"], cwd=REPO_DIR, env=env, stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for_http(f"{base_url}/accounts/login/", process)
+        yield base_url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+        if database is not None:
+            database.drop()
+        if os.environ.get("KEEP_BROWSER_LOGS") != "1":
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def browser(chromium_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, live_app, simulator):
+    simulator.reset_stats()
+    context = browser.new_context(base_url=live_app, locale="zh-CN")
+    page = context.new_page()
+    page.set_default_timeout(20000)
+    page.dialogs = []
+    page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
+    yield page
+    context.close()
+    while simulator.take_script() is not None:
+        pass
+
+
+def sign_in(page, password=DEMO_PASSWORD):
+    page.goto("/")
+    page.fill("#id_username", "demo")
+    page.fill("#id_password", password)
+    page.click("button[type=submit].primary")
+    page.wait_for_selector("[data-composer-text]")

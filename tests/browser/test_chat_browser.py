@@ -1,0 +1,164 @@
+"""A researcher's chat, in a real Chromium against the running app."""
+
+import re
+
+import pytest
+
+from tests.browser.conftest import sign_in
+
+pytestmark = pytest.mark.browser
+
+
+def send(page, text, model="deepseek-r1"):
+    page.select_option("[data-model-select]", model)
+    page.fill("[data-composer-text]", text)
+    page.press("[data-composer-text]", "Enter")
+
+
+def last_reply(page):
+    return page.locator("article.message.assistant").last
+
+
+def wait_for_end(page):
+    page.wait_for_selector("article.message.assistant:last-child:not(.is-open)")
+
+
+def test_it_signs_in_chats_and_keeps_both_parts_after_a_reload(page):
+    sign_in(page)
+    send(page, "为什么天空是蓝色的？[[sim delay=0.05]]")
+
+    reply = last_reply(page)
+    panel = reply.locator("details.reasoning")
+    panel.wait_for(state="visible")
+    # While the model thinks, the panel is open and says so.
+    assert panel.get_attribute("open") is not None
+    assert "思考中" in reply.locator("summary").inner_text()
+
+    wait_for_end(page)
+    assert panel.get_attribute("open") is None  # folded once the answer came
+    assert re.search(r"已深度思考|思考了", reply.locator("summary").inner_text())
+    reasoning = reply.locator(".reasoning-text").text_content()
+    answer = reply.locator(".answer").inner_text()
+    assert "天空" in reasoning
+    assert reply.locator(".answer .katex").count() >= 2  # inline and display math
+    assert reply.locator(".answer pre code.hljs").count() == 1
+    assert reply.locator(".answer .copy-code").count() == 1
+    assert re.search(r"/c/\d+/$", page.url)
+
+    page.reload()
+    reloaded = last_reply(page)
+    reloaded.locator(".answer .katex").first.wait_for()
+    assert reloaded.locator(".reasoning-text").text_content() == reasoning
+    assert reloaded.locator(".answer").inner_text() == answer
+    assert reloaded.locator("details.reasoning").get_attribute("open") is None
+
+
+@pytest.mark.parametrize(
+    "model", ["deepseek-r1", "deepseek-r1-vllm", "deepseek-r1-tags", "deepseek-r1-prefilled"]
+)
+def test_it_shows_reasoning_in_its_panel_for_every_format(page, model):
+    sign_in(page)
+    send(page, f"Explain gradient descent [[sim delay=0.01]]", model=model)
+
+    wait_for_end(page)
+    reply = last_reply(page)
+    assert "gradient descent" in reply.locator(".reasoning-text").text_content()
+    answer = reply.locator(".answer").inner_text()
+    assert "think>" not in answer
+    assert reply.locator(".answer .katex").count() >= 2
+
+
+def test_it_stops_a_slow_reply_and_keeps_it_after_a_reload(page):
+    sign_in(page)
+    send(page, "Write a long essay [[sim delay=0.1 words=3000]]", model="deepseek-v3")
+
+    reply = last_reply(page)
+    reply.locator(".answer").wait_for(state="visible")
+    page.click("[data-stop]")
+    page.wait_for_selector("article.message.assistant[data-status=stopped]")
+
+    assert page.locator("[data-stop]").is_hidden()
+    assert page.locator("[data-send]").is_visible()
+    note = reply.locator(".status-note").inner_text()
+    assert "已停止" in note
+    kept = reply.locator(".answer").inner_text()
+    assert kept
+
+    page.reload()
+    reloaded = last_reply(page)
+    assert reloaded.get_attribute("data-status") == "stopped"
+    assert reloaded.locator(".answer").inner_text().strip() == kept.strip()
+
+
+def test_it_never_runs_script_from_model_output(page, simulator):
+    sign_in(page)
+    simulator.queue_events(
+        [
+            '{"choices":[{"index":0,"delta":{"content":"<script>alert(1)</script> '
+            '<img src=x onerror=alert(2)> [x](javascript:alert(3))"},"finish_reason":"stop"}]}',
+            "[DONE]",
+        ]
+    )
+    send(page, "show me markup", model="deepseek-v3")
+
+    wait_for_end(page)
+    answer = last_reply(page).locator(".answer")
+    assert "<script>alert(1)</script>" in answer.inner_text()
+    assert answer.locator("script, img").count() == 0
+    assert page.dialogs == []
+
+
+def test_it_explains_a_busy_backend_and_keeps_the_question(page, simulator):
+    sign_in(page)
+    simulator.queue_error(429, "Too many requests, slow down")
+    send(page, "这个问题会遇到限流")
+
+    page.wait_for_selector("article.message.assistant[data-status=error]")
+    reply = last_reply(page)
+    note = reply.locator(".status-note").inner_text()
+    assert "429" in note and "Too many requests" in note
+    assert reply.locator(".answer").is_hidden()
+    assert page.locator("article.message.user").last.inner_text() == "这个问题会遇到限流"
+
+    reply.locator("button.retry").click()
+    page.wait_for_selector("article.message.assistant[data-status=stop]")
+    assert last_reply(page).locator(".answer").inner_text()
+
+
+def test_it_keeps_a_too_long_message_in_the_composer(page):
+    sign_in(page)
+    page.fill("[data-composer-text]", "长" * 60001)
+    page.press("[data-composer-text]", "Enter")
+
+    error = page.locator("[data-composer-error]")
+    error.wait_for(state="visible")
+    assert "60001" in error.inner_text()
+    assert len(page.input_value("[data-composer-text]")) == 60001
+
+
+def test_it_speaks_english_when_asked(page):
+    sign_in(page)
+    page.click(".sidebar-footer button[value=en]")
+
+    page.wait_for_selector("text=New chat")
+    assert page.locator("[data-send]").inner_text() == "Send"
+
+
+def test_it_shows_the_whole_reply_after_a_reload_mid_stream(page):
+    sign_in(page)
+    send(page, "Reload me [[sim delay=0.03 words=400]]")
+    reply = last_reply(page)
+    reply.locator(".answer").wait_for(state="visible")
+
+    page.reload()
+    wait_for_end(page)
+    streamed_after_reload = last_reply(page).locator(".answer").inner_text()
+    reasoning_after_reload = last_reply(page).locator(".reasoning-text").text_content()
+    page.reload()
+    stored = last_reply(page)
+    stored.locator(".answer").wait_for(state="visible")
+
+    # What was followed live after the reload equals what the server stored.
+    assert stored.locator(".answer").inner_text() == streamed_after_reload
+    assert stored.locator(".reasoning-text").text_content() == reasoning_after_reload
+    assert stored.get_attribute("data-status") == "stop"

@@ -1,0 +1,232 @@
+"""The chat websocket, end to end: socket, database, worker, simulator."""
+
+import asyncio
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import AnonymousUser
+
+from assistant.asgi import application
+from chat.models import Conversation, Message
+from tests.factories import make_conversation, make_user
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.asyncio,
+    pytest.mark.usefixtures("celery_worker"),
+]
+
+TIMEOUT = 20
+
+
+async def connect(user):
+    """A socket signed in as `user`, bypassing the cookie handshake."""
+    from chat.consumers import ChatConsumer
+
+    communicator = WebsocketCommunicator(ChatConsumer.as_asgi(), "/ws/chat/")
+    communicator.scope["user"] = user
+    connected, _ = await communicator.connect()
+    assert connected
+    return communicator
+
+
+async def receive_until(communicator, predicate):
+    """Messages up to and including the first one `predicate` accepts."""
+    received = []
+    while True:
+        message = await communicator.receive_json_from(timeout=TIMEOUT)
+        received.append(message)
+        if predicate(message):
+            return received
+
+
+def is_end(message):
+    return message.get("type") == "reply" and message.get("kind") == "end"
+
+
+async def test_it_closes_the_socket_of_an_anonymous_visitor():
+    from chat.consumers import ChatConsumer
+
+    communicator = WebsocketCommunicator(ChatConsumer.as_asgi(), "/ws/chat/")
+    communicator.scope["user"] = AnonymousUser()
+    connected, code = await communicator.connect()
+
+    assert not connected
+    assert code == 4401
+
+
+async def test_it_refuses_a_socket_from_another_origin():
+    communicator = WebsocketCommunicator(
+        application, "/ws/chat/", headers=[(b"origin", b"http://evil.example")]
+    )
+    connected, _ = await communicator.connect()
+
+    assert not connected
+
+
+async def test_it_streams_a_new_conversation_to_the_end(model_api):
+    user = await database_sync_to_async(make_user)()
+    communicator = await connect(user)
+
+    await communicator.send_json_to(
+        {"action": "send", "conversation_id": None, "text": "What is entropy?",
+         "model": "deepseek-r1", "client_token": "t1"}
+    )
+    messages = await receive_until(communicator, is_end)
+    await communicator.disconnect()
+
+    posted = messages[0]
+    assert posted["type"] == "posted" and posted["client_token"] == "t1"
+    kinds = [m["kind"] for m in messages[1:]]
+    assert kinds[0] == "status"
+    assert kinds.index("reasoning") < kinds.index("answer")
+    assert "render" in kinds
+    seqs = [m["seq"] for m in messages[1:] if m["kind"] != "render"]
+    assert seqs == sorted(seqs) and len(seqs) == len(set(seqs))
+
+    reply = await database_sync_to_async(Message.objects.get)(pk=posted["reply"]["id"])
+    assert reply.status == "stop"
+    assert reply.reasoning == "".join(m["text"] for m in messages if m.get("kind") == "reasoning")
+    assert reply.content == "".join(m["text"] for m in messages if m.get("kind") == "answer")
+    conversation = await database_sync_to_async(Conversation.objects.get)(user=user)
+    assert conversation.title == "What is entropy?"
+
+
+@pytest.mark.parametrize(
+    "payload, code",
+    [
+        ({"text": "   "}, "empty"),
+        ({"text": "x" * 60001}, "too_long"),
+        ({"text": "hi", "model": "no-such-model"}, "unknown_model"),
+        ({"text": "hi", "conversation_id": 999999}, "not_found"),
+        ({"action": "explode"}, "bad_request"),
+    ],
+)
+async def test_it_refuses_bad_input_with_a_code_and_stores_nothing(model_api, payload, code):
+    user = await database_sync_to_async(make_user)()
+    communicator = await connect(user)
+
+    await communicator.send_json_to({"action": "send", "model": "deepseek-r1", **payload})
+    answer = await communicator.receive_json_from(timeout=TIMEOUT)
+    await communicator.disconnect()
+
+    assert answer["type"] == "refused" and answer["code"] == code
+    assert await database_sync_to_async(Message.objects.count)() == 0
+
+
+async def test_it_does_not_let_a_user_watch_or_stop_another_users_reply(model_api):
+    owner = await database_sync_to_async(make_user)("owner")
+    outsider = await database_sync_to_async(make_user)("outsider")
+    conversation = await database_sync_to_async(make_conversation)(owner)
+    reply = await database_sync_to_async(Message.objects.create)(
+        conversation=conversation, role="assistant", status="streaming", model="deepseek-r1"
+    )
+    communicator = await connect(outsider)
+
+    await communicator.send_json_to({"action": "watch", "conversation_id": conversation.pk})
+    watched = await communicator.receive_json_from(timeout=TIMEOUT)
+    await communicator.send_json_to({"action": "stop", "message_id": reply.pk})
+    stopped = await communicator.receive_json_from(timeout=TIMEOUT)
+    await communicator.disconnect()
+
+    assert watched == {"type": "refused", "code": "not_found"}
+    assert stopped == {"type": "refused", "code": "not_found"}
+
+
+async def test_it_stops_a_reply_and_keeps_the_partial_text(model_api):
+    user = await database_sync_to_async(make_user)()
+    communicator = await connect(user)
+
+    await communicator.send_json_to(
+        {"action": "send", "text": "Long one [[sim delay=0.05 words=3000]]",
+         "model": "deepseek-v3"}
+    )
+    messages = await receive_until(
+        communicator, lambda m: m.get("kind") == "answer"
+    )
+    reply_id = messages[0]["reply"]["id"]
+    await communicator.send_json_to({"action": "stop", "message_id": reply_id})
+    messages = await receive_until(communicator, is_end)
+    await communicator.disconnect()
+
+    assert messages[-1]["status"] == "stopped"
+    reply = await database_sync_to_async(Message.objects.get)(pk=reply_id)
+    assert reply.status == "stopped"
+    assert reply.content and len(reply.content) < 3000
+
+
+async def test_it_gives_a_late_watcher_every_event_so_far_then_the_rest(model_api):
+    user = await database_sync_to_async(make_user)()
+    sender = await connect(user)
+    await sender.send_json_to(
+        {"action": "send", "text": "Slow one [[sim delay=0.03]]", "model": "deepseek-r1"}
+    )
+    posted = (await receive_until(sender, lambda m: m.get("kind") == "reasoning"))[0]
+    await sender.disconnect()  # the page was closed mid-reply
+
+    watcher = await connect(user)
+    await watcher.send_json_to(
+        {"action": "watch", "conversation_id": posted["conversation"]["id"]}
+    )
+    snapshot = await watcher.receive_json_from(timeout=TIMEOUT)
+    live = await receive_until(watcher, is_end)
+    await watcher.disconnect()
+
+    assert snapshot["type"] == "snapshot"
+    stored = snapshot["message"]
+    events = {e["seq"]: e for e in snapshot["events"]}
+    events.update({m["seq"]: m for m in live if m.get("kind") != "render"})
+    ordered = [events[seq] for seq in sorted(events) if seq > stored["seq"]]
+    # No gap and no repeat from the stored state to the end.
+    assert [e["seq"] for e in ordered] == list(
+        range(stored["seq"] + 1, stored["seq"] + 1 + len(ordered))
+    )
+    reasoning = stored["reasoning"] + "".join(
+        e["text"] for e in ordered if e["kind"] == "reasoning"
+    )
+    answer = stored["content"] + "".join(e["text"] for e in ordered if e["kind"] == "answer")
+    reply = await database_sync_to_async(Message.objects.get)(pk=posted["reply"]["id"])
+    assert (reasoning, answer) == (reply.reasoning, reply.content)
+
+
+async def test_it_sends_the_final_state_of_a_reply_the_page_missed_the_end_of(model_api):
+    user = await database_sync_to_async(make_user)()
+    communicator = await connect(user)
+    await communicator.send_json_to({"action": "send", "text": "hi", "model": "deepseek-r1"})
+    posted = (await receive_until(communicator, is_end))[0]
+
+    await communicator.send_json_to(
+        {
+            "action": "watch",
+            "conversation_id": posted["conversation"]["id"],
+            "open_replies": [posted["reply"]["id"]],
+        }
+    )
+    snapshot = await communicator.receive_json_from(timeout=TIMEOUT)
+    await communicator.disconnect()
+
+    assert snapshot["message"]["status"] == "stop"
+    assert snapshot["message"]["content"]
+    assert snapshot["events"] == []
+
+
+async def test_it_retries_a_failed_reply_from_the_start(model_api):
+    user = await database_sync_to_async(make_user)()
+    communicator = await connect(user)
+    model_api.queue_error(503, "overloaded")
+
+    await communicator.send_json_to({"action": "send", "text": "hello", "model": "deepseek-r1"})
+    first = await receive_until(communicator, is_end)
+    reply_id = first[0]["reply"]["id"]
+    await communicator.send_json_to({"action": "retry", "message_id": reply_id})
+    second = await receive_until(communicator, is_end)
+    await communicator.disconnect()
+
+    assert first[-1]["status"] == "error" and first[-1]["error_code"] == "server_error"
+    assert second[0]["kind"] == "reset"
+    assert second[0]["seq"] > first[-1]["seq"]
+    assert second[-1]["status"] == "stop"
+    reply = await database_sync_to_async(Message.objects.get)(pk=reply_id)
+    assert reply.status == "stop" and reply.error_code == ""
+    assert await database_sync_to_async(Message.objects.filter(role="user").count)() == 1
