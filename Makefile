@@ -11,6 +11,7 @@ run: $(VENV)/.installed
 	$(BIN)/python scripts/run.py
 
 test: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
 	$(BIN)/python scripts/ensure_browser.py
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -142,7 +142,9 @@ MODEL_API_CONNECT_TIMEOUT = env_float("MODEL_API_CONNECT_TIMEOUT", 10.0, minimum
 # without sending a byte and R1 may think for minutes, so the wait for the
 # first data is long; once data flows, a pause as long as the idle limit
 # means the backend is stuck. Keep-alive comments are not data.
-MODEL_API_FIRST_TOKEN_TIMEOUT = env_float("MODEL_API_FIRST_TOKEN_TIMEOUT", 600.0, minimum=0.1)
+MODEL_API_FIRST_TOKEN_TIMEOUT = env_float(
+    "MODEL_API_FIRST_TOKEN_TIMEOUT", 600.0, minimum=0.1
+)
 MODEL_API_IDLE_TIMEOUT = env_float("MODEL_API_IDLE_TIMEOUT", 120.0, minimum=0.1)
 MODEL_API_TOTAL_TIMEOUT = env_float("MODEL_API_TOTAL_TIMEOUT", 3600.0, minimum=1.0)
 # The socket's own read limit, a backstop behind the limits above.
@@ -204,6 +206,9 @@ LOGGING = {
         "assistant": {"level": LOG_LEVEL},
         "chat": {"level": LOG_LEVEL},
         "celery": {"level": "WARNING"},
+        # The in-memory broker of the embedded worker has no host name, which
+        # kombu warns about on every connection.
+        "kombu.connection": {"level": "ERROR"},
     },
 }
 

@@ -425,7 +425,7 @@ async def open_sockets(env, cookies):
     ]
     try:
         return await asyncio.wait_for(asyncio.gather(*opening), SETUP_SECONDS)
-    except (OSError, WebSocketException, asyncio.TimeoutError) as error:
+    except (TimeoutError, OSError, WebSocketException) as error:
         problem = f"could not open {len(cookies)} websockets: {error!r}"
         raise BenchError(problem) from None
 
@@ -486,7 +486,7 @@ async def run_app_round(sockets, simulator, result, label):
 async def within_round(gathering, count, what):
     try:
         return await asyncio.wait_for(gathering, ROUND_SECONDS)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         problem = f"{count} {what} did not end within {ROUND_SECONDS} s"
         raise BenchError(problem) from None
     except (OSError, WebSocketException) as error:

@@ -71,7 +71,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self._refuse("empty")
             return
         if len(text) > settings.MAX_MESSAGE_CHARS:
-            await self._refuse("too_long", limit=settings.MAX_MESSAGE_CHARS, size=len(text))
+            await self._refuse(
+                "too_long", limit=settings.MAX_MESSAGE_CHARS, size=len(text)
+            )
             return
 
         model = content.get("model")
@@ -148,7 +150,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     @database_sync_to_async
     def _get_conversation(self, conversation_id):
-        return Conversation.objects.filter(pk=_as_int(conversation_id), user=self.user).first()
+        return Conversation.objects.filter(
+            pk=_as_int(conversation_id), user=self.user
+        ).first()
 
     @database_sync_to_async
     def _get_reply(self, message_id):

@@ -98,6 +98,7 @@ class ReplyWriter:
         self.last_saved = 0.0
         self.last_rendered = 0.0
         self.rendered_chars = -1
+        self.render_interval = settings.STREAM_RENDER_INTERVAL
         self.stopped = False
 
     def run(self):
@@ -192,12 +193,18 @@ class ReplyWriter:
         answer = self.parser.answer
         if len(answer) == self.rendered_chars:
             return
-        if now - self.last_rendered < settings.STREAM_RENDER_INTERVAL:
+        if now - self.last_rendered < self.render_interval:
             return
 
-        self.last_rendered = now
+        html = render_markdown(answer)
+        self.last_rendered = time.monotonic()
         self.rendered_chars = len(answer)
-        self.publisher.publish_live("render", html=render_markdown(answer), chars=len(answer))
+        # Rendering grows with the answer (tens of milliseconds at 20k
+        # characters); spacing renders by their cost keeps a long answer from
+        # spending most of the worker's time on HTML that is soon replaced.
+        cost = self.last_rendered - now
+        self.render_interval = max(settings.STREAM_RENDER_INTERVAL, 4 * cost)
+        self.publisher.publish_live("render", html=html, chars=len(answer))
 
     def _maybe_save(self):
         now = time.monotonic()
@@ -242,7 +249,9 @@ class ReplyWriter:
         self._store_timings()
         reply.last_seq = self.publisher.seq + 1
         reply.save()
-        Conversation.objects.filter(pk=reply.conversation_id).update(updated=timezone.now())
+        Conversation.objects.filter(pk=reply.conversation_id).update(
+            updated=timezone.now()
+        )
 
         self.publisher.publish("end", **self._end_fields())
         self._log_request()
@@ -259,7 +268,8 @@ class ReplyWriter:
             return
         now = time.monotonic()
         first_token = min(
-            (t for t in (self.first_reasoning_at, self.first_answer_at) if t), default=None
+            (t for t in (self.first_reasoning_at, self.first_answer_at) if t),
+            default=None,
         )
         self.reply.duration_ms = _ms(now - self.started)
         if first_token is not None:

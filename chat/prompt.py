@@ -21,7 +21,9 @@ SAFETY_MARGIN = 64
 
 def build_messages(conversation, reply, system_prompt=None):
     """The prompt for `reply`: every turn before it, alternating, answers only."""
-    system_prompt = system_prompt if system_prompt is not None else settings.CHAT_SYSTEM_PROMPT
+    system_prompt = (
+        system_prompt if system_prompt is not None else settings.CHAT_SYSTEM_PROMPT
+    )
     earlier = conversation.messages.filter(pk__lt=reply.pk).order_by("created", "id")
 
     turns = []

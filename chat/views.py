@@ -113,7 +113,9 @@ def _ui_strings():
         ),
         "refused.unknown_model": _("That model is not available. Choose another."),
         "refused.not_found": _("That conversation or message no longer exists."),
-        "refused.bad_request": _("The page sent something the server did not understand."),
+        "refused.bad_request": _(
+            "The page sent something the server did not understand."
+        ),
         "connection.lost": _("Connection lost. Reconnecting…"),
         "connection.back": _("Reconnected."),
         "serverSaid": _("The server said:"),

@@ -86,7 +86,14 @@ def main():
 
 def start_servers(env, host, port):
     daphne = subprocess.Popen(
-        [str(BIN_DIR / "daphne"), "-b", host, "-p", str(port), "assistant.asgi:application"],
+        [
+            str(BIN_DIR / "daphne"),
+            "-b",
+            host,
+            "-p",
+            str(port),
+            "assistant.asgi:application",
+        ],
         cwd=BASE_DIR,
         env=env,
     )

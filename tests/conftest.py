@@ -86,9 +86,21 @@ def celery_worker(simulator, django_db_setup, django_db_blocker):
     env["STREAM_SAVE_INTERVAL"] = str(django_settings.STREAM_SAVE_INTERVAL)
     process = subprocess.Popen(
         [
-            sys.executable, "-m", "celery", "-A", "assistant", "worker",
-            "--pool", "threads", "--concurrency", "8", "--loglevel", "WARNING",
-            "--without-heartbeat", "--without-mingle", "--without-gossip",
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "assistant",
+            "worker",
+            "--pool",
+            "threads",
+            "--concurrency",
+            "8",
+            "--loglevel",
+            "WARNING",
+            "--without-heartbeat",
+            "--without-mingle",
+            "--without-gossip",
         ],
         cwd=REPO_DIR,
         env=env,
@@ -134,3 +146,14 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     open there would stop the test database from being dropped at the end.
     """
     django_settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+
+
+@pytest.fixture(autouse=True)
+def plain_static_storage(settings):
+    """Pages rendered in tests name static files without the collected manifest."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {
+            "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        },
+    }

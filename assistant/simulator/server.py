@@ -557,7 +557,7 @@ class SimulatorHandler(BaseHTTPRequestHandler):
     def log_message(self, message_format, *args):
         # Replaces http.server's access line on stderr; chat requests get their
         # own INFO summary instead.
-        logger.debug("%s " + message_format, self.address_string(), *args)
+        logger.debug("%s %s", self.address_string(), message_format % args)
 
     def _dispatch(self, routes):
         path = urlsplit(self.path).path.rstrip("/")

@@ -383,7 +383,7 @@ def test_it_survives_malformed_requests(client, server):
     )
     cut_short = (
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-        b"Content-Length: 500\r\n\r\n{\"model\""
+        b'Content-Length: 500\r\n\r\n{"model"'
     )
 
     assert send_raw(server, bad_length).startswith(b"HTTP/1.1 400")

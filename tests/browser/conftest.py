@@ -122,7 +122,10 @@ def live_app(simulator, tmp_path_factory, chromium_path):
 
     log = open(data_dir / "app.log", "w")
     process = subprocess.Popen(
-        [sys.executable, "scripts/run.py"], cwd=REPO_DIR, env=env, stdout=log,
+        [sys.executable, "scripts/run.py"],
+        cwd=REPO_DIR,
+        env=env,
+        stdout=log,
         stderr=subprocess.STDOUT,
     )
     base_url = f"http://127.0.0.1:{port}"
@@ -161,7 +164,9 @@ def page(browser, live_app, simulator):
     page = context.new_page()
     page.set_default_timeout(20000)
     page.dialogs = []
-    page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
+    page.on(
+        "dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss())
+    )
     yield page
     context.close()
     while simulator.take_script() is not None:

@@ -54,11 +54,12 @@ def test_it_signs_in_chats_and_keeps_both_parts_after_a_reload(page):
 
 
 @pytest.mark.parametrize(
-    "model", ["deepseek-r1", "deepseek-r1-vllm", "deepseek-r1-tags", "deepseek-r1-prefilled"]
+    "model",
+    ["deepseek-r1", "deepseek-r1-vllm", "deepseek-r1-tags", "deepseek-r1-prefilled"],
 )
 def test_it_shows_reasoning_in_its_panel_for_every_format(page, model):
     sign_in(page)
-    send(page, f"Explain gradient descent [[sim delay=0.01]]", model=model)
+    send(page, "Explain gradient descent [[sim delay=0.01]]", model=model)
 
     wait_for_end(page)
     reply = last_reply(page)
@@ -118,7 +119,9 @@ def test_it_explains_a_busy_backend_and_keeps_the_question(page, simulator):
     note = reply.locator(".status-note").inner_text()
     assert "429" in note and "Too many requests" in note
     assert reply.locator(".answer").is_hidden()
-    assert page.locator("article.message.user").last.inner_text() == "这个问题会遇到限流"
+    assert (
+        page.locator("article.message.user").last.inner_text() == "这个问题会遇到限流"
+    )
 
     reply.locator("button.retry").click()
     page.wait_for_selector("article.message.assistant[data-status=stop]")

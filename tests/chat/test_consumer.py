@@ -1,7 +1,5 @@
 """The chat websocket, end to end: socket, database, worker, simulator."""
 
-import asyncio
-
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
@@ -70,8 +68,13 @@ async def test_it_streams_a_new_conversation_to_the_end(model_api):
     communicator = await connect(user)
 
     await communicator.send_json_to(
-        {"action": "send", "conversation_id": None, "text": "What is entropy?",
-         "model": "deepseek-r1", "client_token": "t1"}
+        {
+            "action": "send",
+            "conversation_id": None,
+            "text": "What is entropy?",
+            "model": "deepseek-r1",
+            "client_token": "t1",
+        }
     )
     messages = await receive_until(communicator, is_end)
     await communicator.disconnect()
@@ -87,8 +90,12 @@ async def test_it_streams_a_new_conversation_to_the_end(model_api):
 
     reply = await database_sync_to_async(Message.objects.get)(pk=posted["reply"]["id"])
     assert reply.status == "stop"
-    assert reply.reasoning == "".join(m["text"] for m in messages if m.get("kind") == "reasoning")
-    assert reply.content == "".join(m["text"] for m in messages if m.get("kind") == "answer")
+    assert reply.reasoning == "".join(
+        m["text"] for m in messages if m.get("kind") == "reasoning"
+    )
+    assert reply.content == "".join(
+        m["text"] for m in messages if m.get("kind") == "answer"
+    )
     conversation = await database_sync_to_async(Conversation.objects.get)(user=user)
     assert conversation.title == "What is entropy?"
 
@@ -103,11 +110,15 @@ async def test_it_streams_a_new_conversation_to_the_end(model_api):
         ({"action": "explode"}, "bad_request"),
     ],
 )
-async def test_it_refuses_bad_input_with_a_code_and_stores_nothing(model_api, payload, code):
+async def test_it_refuses_bad_input_with_a_code_and_stores_nothing(
+    model_api, payload, code
+):
     user = await database_sync_to_async(make_user)()
     communicator = await connect(user)
 
-    await communicator.send_json_to({"action": "send", "model": "deepseek-r1", **payload})
+    await communicator.send_json_to(
+        {"action": "send", "model": "deepseek-r1", **payload}
+    )
     answer = await communicator.receive_json_from(timeout=TIMEOUT)
     await communicator.disconnect()
 
@@ -120,11 +131,16 @@ async def test_it_does_not_let_a_user_watch_or_stop_another_users_reply(model_ap
     outsider = await database_sync_to_async(make_user)("outsider")
     conversation = await database_sync_to_async(make_conversation)(owner)
     reply = await database_sync_to_async(Message.objects.create)(
-        conversation=conversation, role="assistant", status="streaming", model="deepseek-r1"
+        conversation=conversation,
+        role="assistant",
+        status="streaming",
+        model="deepseek-r1",
     )
     communicator = await connect(outsider)
 
-    await communicator.send_json_to({"action": "watch", "conversation_id": conversation.pk})
+    await communicator.send_json_to(
+        {"action": "watch", "conversation_id": conversation.pk}
+    )
     watched = await communicator.receive_json_from(timeout=TIMEOUT)
     await communicator.send_json_to({"action": "stop", "message_id": reply.pk})
     stopped = await communicator.receive_json_from(timeout=TIMEOUT)
@@ -139,12 +155,13 @@ async def test_it_stops_a_reply_and_keeps_the_partial_text(model_api):
     communicator = await connect(user)
 
     await communicator.send_json_to(
-        {"action": "send", "text": "Long one [[sim delay=0.05 words=3000]]",
-         "model": "deepseek-v3"}
+        {
+            "action": "send",
+            "text": "Long one [[sim delay=0.05 words=3000]]",
+            "model": "deepseek-v3",
+        }
     )
-    messages = await receive_until(
-        communicator, lambda m: m.get("kind") == "answer"
-    )
+    messages = await receive_until(communicator, lambda m: m.get("kind") == "answer")
     reply_id = messages[0]["reply"]["id"]
     await communicator.send_json_to({"action": "stop", "message_id": reply_id})
     messages = await receive_until(communicator, is_end)
@@ -160,7 +177,11 @@ async def test_it_gives_a_late_watcher_every_event_so_far_then_the_rest(model_ap
     user = await database_sync_to_async(make_user)()
     sender = await connect(user)
     await sender.send_json_to(
-        {"action": "send", "text": "Slow one [[sim delay=0.03]]", "model": "deepseek-r1"}
+        {
+            "action": "send",
+            "text": "Slow one [[sim delay=0.03]]",
+            "model": "deepseek-r1",
+        }
     )
     posted = (await receive_until(sender, lambda m: m.get("kind") == "reasoning"))[0]
     await sender.disconnect()  # the page was closed mid-reply
@@ -185,15 +206,21 @@ async def test_it_gives_a_late_watcher_every_event_so_far_then_the_rest(model_ap
     reasoning = stored["reasoning"] + "".join(
         e["text"] for e in ordered if e["kind"] == "reasoning"
     )
-    answer = stored["content"] + "".join(e["text"] for e in ordered if e["kind"] == "answer")
+    answer = stored["content"] + "".join(
+        e["text"] for e in ordered if e["kind"] == "answer"
+    )
     reply = await database_sync_to_async(Message.objects.get)(pk=posted["reply"]["id"])
     assert (reasoning, answer) == (reply.reasoning, reply.content)
 
 
-async def test_it_sends_the_final_state_of_a_reply_the_page_missed_the_end_of(model_api):
+async def test_it_sends_the_final_state_of_a_reply_the_page_missed_the_end_of(
+    model_api,
+):
     user = await database_sync_to_async(make_user)()
     communicator = await connect(user)
-    await communicator.send_json_to({"action": "send", "text": "hi", "model": "deepseek-r1"})
+    await communicator.send_json_to(
+        {"action": "send", "text": "hi", "model": "deepseek-r1"}
+    )
     posted = (await receive_until(communicator, is_end))[0]
 
     await communicator.send_json_to(
@@ -216,7 +243,9 @@ async def test_it_retries_a_failed_reply_from_the_start(model_api):
     communicator = await connect(user)
     model_api.queue_error(503, "overloaded")
 
-    await communicator.send_json_to({"action": "send", "text": "hello", "model": "deepseek-r1"})
+    await communicator.send_json_to(
+        {"action": "send", "text": "hello", "model": "deepseek-r1"}
+    )
     first = await receive_until(communicator, is_end)
     reply_id = first[0]["reply"]["id"]
     await communicator.send_json_to({"action": "retry", "message_id": reply_id})
@@ -229,4 +258,6 @@ async def test_it_retries_a_failed_reply_from_the_start(model_api):
     assert second[-1]["status"] == "stop"
     reply = await database_sync_to_async(Message.objects.get)(pk=reply_id)
     assert reply.status == "stop" and reply.error_code == ""
-    assert await database_sync_to_async(Message.objects.filter(role="user").count)() == 1
+    assert (
+        await database_sync_to_async(Message.objects.filter(role="user").count)() == 1
+    )

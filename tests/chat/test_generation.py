@@ -74,7 +74,9 @@ def test_it_answers_without_a_panel_for_a_model_that_does_not_reason(model_api):
 
 def test_it_sends_answers_only_one_system_message_and_alternating_roles(model_api):
     conversation = make_conversation(make_user())
-    add_exchange(conversation, "first question", "first answer", reasoning="secret plan")
+    add_exchange(
+        conversation, "first question", "first answer", reasoning="secret plan"
+    )
     # A failed reply with no answer: the questions around it are merged.
     add_exchange(conversation, "second question", "", status="error")
     _, reply = queue_reply(conversation, "third question")
@@ -96,7 +98,12 @@ def test_it_sends_answers_only_one_system_message_and_alternating_roles(model_ap
 
 @pytest.mark.parametrize(
     "status, code",
-    [(401, "auth"), (429, "rate_limited"), (500, "server_error"), (503, "server_error")],
+    [
+        (401, "auth"),
+        (429, "rate_limited"),
+        (500, "server_error"),
+        (503, "server_error"),
+    ],
 )
 def test_it_ends_with_a_typed_error_when_the_backend_refuses(model_api, status, code):
     conversation = make_conversation(make_user())
@@ -119,7 +126,8 @@ def test_it_reports_context_overflow_from_the_server(model_api):
     conversation = make_conversation(make_user())
     _, reply = queue_reply(conversation, "hello")
     model_api.queue_error(
-        400, "context limit 8192 tokens; request needs 8700 (7676 prompt + 1024 completion)"
+        400,
+        "context limit 8192 tokens; request needs 8700 (7676 prompt + 1024 completion)",
     )
 
     generate_reply(reply.pk)
@@ -214,7 +222,9 @@ def test_it_skips_a_reply_that_is_no_longer_queued(model_api):
 @pytest.mark.django_db(transaction=True)
 def test_it_cuts_the_upstream_connection_within_a_second_of_stop(model_api):
     conversation = make_conversation(make_user())
-    _, reply = queue_reply(conversation, "Tell me a long story [[sim delay=0.05 words=2000]]")
+    _, reply = queue_reply(
+        conversation, "Tell me a long story [[sim delay=0.05 words=2000]]"
+    )
     writer = threading.Thread(target=generate_reply, args=[reply.pk])
     writer.start()
     _wait_for(lambda: any(e["kind"] == "answer" for e in events_of(reply)))

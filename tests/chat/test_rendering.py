@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 from django.core.management import call_command
-from hypothesis import given, settings as hypothesis_settings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from chat.rendering import ALLOWED_TAGS, render_markdown, render_plain
 
@@ -269,7 +271,9 @@ def test_it_passes_chinese_text_through():
 
 
 def test_it_escapes_plain_text():
-    assert render_plain("a < b & <script>\n中文") == "a &lt; b &amp; &lt;script&gt;\n中文"
+    assert (
+        render_plain("a < b & <script>\n中文") == "a &lt; b &amp; &lt;script&gt;\n中文"
+    )
 
 
 def test_it_renders_the_same_answer_from_several_threads():
