@@ -37,6 +37,8 @@
     replies: new Map(),
     socket: null,
     reconnectDelay: 500,
+    // Actions taken while the socket is (re)connecting, sent once it opens.
+    outbox: [],
     pendingToken: null,
     everConnected: false
   };
@@ -295,6 +297,9 @@
       else hideBanner();
       state.everConnected = true;
       watch();
+      var waiting = state.outbox;
+      state.outbox = [];
+      waiting.forEach(sendAction);
     });
     socket.addEventListener("message", function (message) {
       handle(JSON.parse(message.data));
@@ -323,11 +328,13 @@
 
   function sendAction(action) {
     if (!state.socket || state.socket.readyState !== WebSocket.OPEN) {
-      showBanner(t("connection.lost"));
-      return false;
+      // Sent when the socket opens; the composer keeps its text until the
+      // server confirms, so nothing is lost if the page is closed meanwhile.
+      state.outbox.push(action);
+      if (state.everConnected) showBanner(t("connection.lost"));
+      return;
     }
     state.socket.send(JSON.stringify(action));
-    return true;
   }
 
   function handle(message) {

@@ -7,6 +7,7 @@ from django.contrib.auth.models import AnonymousUser
 
 from assistant.asgi import application
 from chat.models import Conversation, Message
+from tests.conftest import REDIS_MODE
 from tests.factories import make_conversation, make_user
 
 pytestmark = [
@@ -16,6 +17,21 @@ pytestmark = [
 ]
 
 TIMEOUT = 20
+
+
+@pytest.fixture(autouse=True)
+def channel_layer_per_test():
+    """A fresh Redis channel layer for each test's event loop.
+
+    The Redis layer keeps locks bound to the loop that first used it, and
+    every async test runs on a loop of its own. The embedded layer must stay:
+    the worker thread and the consumer have to share the one instance.
+    """
+    from channels.layers import channel_layers
+
+    if REDIS_MODE:
+        channel_layers.backends.clear()
+    yield
 
 
 async def connect(user):
