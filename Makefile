@@ -13,6 +13,7 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/python scripts/ensure_browser.py
+	cd tests/oidc_provider && npm ci --no-audit --no-fund --silent
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-dev
@@ -20,7 +21,7 @@ bench: $(VENV)/.installed-dev
 
 # Regenerate the translation catalogues after changing translated strings.
 messages: $(VENV)/.installed
-	$(BIN)/python manage.py makemessages -l zh_Hans --no-location --ignore ".venv/*" --ignore "var/*"
+	$(BIN)/python manage.py makemessages -l zh_Hans --no-location --ignore ".venv/*" --ignore "var/*" --ignore "*/node_modules/*"
 	$(BIN)/python manage.py compilemessages -l zh_Hans --ignore ".venv"
 
 $(VENV)/.installed: requirements.txt
@@ -34,4 +35,4 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt $(VENV)/.installed
 	touch $@
 
 clean:
-	rm -rf $(VENV) var
+	rm -rf $(VENV) var tests/oidc_provider/node_modules

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from assistant.models import ModelProfile
+from assistant.models import ExternalIdentity, ModelProfile
 
 
 @admin.register(ModelProfile)
@@ -18,3 +18,13 @@ class ModelProfileAdmin(admin.ModelAdmin):
     ]
     list_editable = ["enabled", "sort_order"]
     search_fields = ["name", "display_name"]
+
+
+@admin.register(ExternalIdentity)
+class ExternalIdentityAdmin(admin.ModelAdmin):
+    list_display = ["subject", "issuer", "user", "created"]
+    list_select_related = ["user"]
+    search_fields = ["subject", "user__username", "user__email"]
+    raw_id_fields = ["user"]
+    # Rewritten at every sign-in from the provider's claims.
+    readonly_fields = ["claim_groups"]

@@ -26,12 +26,22 @@ def offered_models():
     return [profile for profile in profiles if profile.enabled]
 
 
+def _served_context(model):
+    """The context the server says it runs the model with, if it says.
+
+    vLLM lists max_model_len; llama.cpp lists meta.n_ctx, the context of one
+    slot (its -c divided by -np), which is what one request gets.
+    """
+    meta = model.get("meta") or {}
+    return model.get("max_model_len") or meta.get("n_ctx")
+
+
 def _profiles_for(served):
     names = [model["id"] for model in served]
     known = {p.name: p for p in ModelProfile.objects.filter(name__in=names)}
     for model in served:
         if model["id"] not in known:
             known[model["id"]] = ModelProfile.ensure(
-                model["id"], model.get("max_model_len")
+                model["id"], _served_context(model)
             )
     return sorted(known.values(), key=lambda p: (p.sort_order, p.name))

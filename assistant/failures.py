@@ -20,9 +20,12 @@ TRANSPORT_ERRORS = (httpx.TransportError, httpx.StreamError)
 TIMEOUT_ERRORS = (httpx.TimeoutException,)
 
 # vLLM: "This model's maximum context length is 8192 tokens. However, you
-# requested 8700 tokens"; also "context limit 8192 tokens; request needs ...".
+# requested 8700 tokens"; also "context limit 8192 tokens; request needs ...";
+# llama.cpp: "request (2117 tokens) exceeds the available context size (2048
+# tokens)", error type exceed_context_size_error.
 CONTEXT_OVERFLOW = re.compile(
-    r"context (length|limit|window)|too many tokens|prompt is too long",
+    r"context (length|limit|window|size)|exceed_context_size|too many tokens"
+    r"|prompt is too long",
     re.IGNORECASE,
 )
 
@@ -69,6 +72,12 @@ MESSAGES = {
         "The conversation is too long for this model. Start a new chat, shorten "
         "your message, or choose a model with a larger context."
     ),
+    "input_too_long": _(
+        "Your message and the conversation before it are longer than this model "
+        "accepts, so nothing was sent. Leave out older turns, start a new chat, "
+        "shorten your message, or choose a model with a larger context."
+    ),
+
     "in_band": _("The model service reported an error in the middle of the reply."),
     "protocol": _("The model service sent a reply the app could not read."),
     "internal": _("Something went wrong in the app. The error has been logged."),
@@ -78,6 +87,21 @@ MESSAGES = {
 def describe(code):
     """The translated explanation for a stored error code."""
     return MESSAGES.get(code, MESSAGES["internal"])
+
+
+# Codes whose detail is the model service's own words; the others carry the
+# app's.
+SERVER_DETAIL_CODES = {
+    "unreachable",
+    "auth",
+    "not_found",
+    "rate_limited",
+    "server_error",
+    "bad_request",
+    "context_overflow",
+    "in_band",
+    "protocol",
+}
 
 
 def classify(exc):

@@ -1,5 +1,6 @@
 import re
 
+from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
@@ -104,3 +105,43 @@ class ModelProfile(models.Model):
             name=name, defaults=cls.defaults_for(name, max_model_len)
         )
         return profile
+
+
+class ExternalIdentity(models.Model):
+    """A user's account at a single sign-on provider.
+
+    Users are found by the provider's issuer and subject, which never change
+    or pass to someone else, and never by e-mail, which can.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="external_identities",
+        verbose_name=_("user"),
+    )
+    issuer = models.CharField(_("issuer"), max_length=255)
+    subject = models.CharField(_("subject"), max_length=255)
+    claim_groups = models.ManyToManyField(
+        "auth.Group",
+        blank=True,
+        related_name="+",
+        verbose_name=_("groups from claims"),
+        help_text=_(
+            "Groups the provider's claims gave at the last sign-in. The next "
+            "sign-in replaces these and keeps groups given by hand."
+        ),
+    )
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["issuer", "subject"], name="unique_external_identity"
+            )
+        ]
+        verbose_name = _("external identity")
+        verbose_name_plural = _("external identities")
+
+    def __str__(self):
+        return f"{self.subject} @ {self.issuer}"

@@ -10,6 +10,7 @@ Daphne and Celery processes.
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
 from assistant.env import env_bool, env_float, env_int, env_list, env_secret, env_str
@@ -167,6 +168,45 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "chat-home"
 LOGOUT_REDIRECT_URL = "login"
+
+# Single sign-on through the institution's OpenID Connect provider (see
+# docs/oidc.md). Without OIDC_ISSUER only local accounts sign in, and
+# nothing reaches out to a provider.
+OIDC_ISSUER = env_str("OIDC_ISSUER").strip().rstrip("/")
+OIDC_RP_CLIENT_ID = env_str("OIDC_CLIENT_ID")
+OIDC_RP_CLIENT_SECRET = env_secret("OIDC_CLIENT_SECRET")
+OIDC_RP_SCOPES = env_str("OIDC_SCOPES", "openid email profile")
+OIDC_TIMEOUT = env_float("OIDC_TIMEOUT", 10.0, minimum=0.1)
+# Claims whose values become groups, as claim names or dotted paths.
+OIDC_GROUP_CLAIMS = env_list("OIDC_GROUP_CLAIMS", [])
+OIDC_GROUP_PREFIX = env_str("OIDC_GROUP_PREFIX", "oidc:")
+# With a claim set, only users who carry it (with one of the values, if
+# given) may sign in through the provider.
+OIDC_REQUIRED_CLAIM = env_str("OIDC_REQUIRED_CLAIM")
+OIDC_REQUIRED_VALUES = env_list("OIDC_REQUIRED_VALUES", [])
+LOCAL_LOGIN_ENABLED = env_bool("LOCAL_LOGIN_ENABLED", True)
+if OIDC_ISSUER and not (OIDC_RP_CLIENT_ID and OIDC_RP_CLIENT_SECRET):
+    raise ImproperlyConfigured(
+        "OIDC_ISSUER needs OIDC_CLIENT_ID and OIDC_CLIENT_SECRET"
+    )
+if not (OIDC_ISSUER or LOCAL_LOGIN_ENABLED):
+    raise ImproperlyConfigured("LOCAL_LOGIN_ENABLED=false needs OIDC_ISSUER set")
+
+# What mozilla-django-oidc is told beyond that: the code flow with PKCE, ID
+# tokens signed with RS256 and checked against the provider's JWKS, the ID
+# token kept for logout, client_secret_basic as the spec's default.
+OIDC_RP_SIGN_ALGO = "RS256"
+OIDC_USE_PKCE = True
+OIDC_STORE_ID_TOKEN = True
+OIDC_TOKEN_USE_BASIC_AUTH = True
+OIDC_AUTHENTICATION_CALLBACK_URL = "oidc-callback"
+OIDC_OP_LOGOUT_URL_METHOD = "assistant.oidc.provider_logout_url"
+
+AUTHENTICATION_BACKENDS = []
+if OIDC_ISSUER:
+    AUTHENTICATION_BACKENDS.append("assistant.oidc.InstitutionBackend")
+if LOCAL_LOGIN_ENABLED:
+    AUTHENTICATION_BACKENDS.append("django.contrib.auth.backends.ModelBackend")
 
 LANGUAGE_CODE = "zh-hans"
 LANGUAGES = [("zh-hans", _("Simplified Chinese")), ("en", _("English"))]

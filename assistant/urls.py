@@ -1,10 +1,15 @@
 from django.contrib import admin
-from django.contrib.auth import views as auth_views
 from django.urls import include, path
+from mozilla_django_oidc.views import OIDCLogoutView
+
+from assistant import views
 
 urlpatterns = [
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/login/", views.SignInView.as_view(), name="login"),
+    # Ends the session, and at the provider too when the user came from it.
+    path("accounts/logout/", OIDCLogoutView.as_view(), name="logout"),
+    path("oidc/authenticate/", views.OIDCStartView.as_view(), name="oidc-authenticate"),
+    path("oidc/callback/", views.OIDCCallbackView.as_view(), name="oidc-callback"),
     path("i18n/", include("django.conf.urls.i18n")),
     path("admin/", admin.site.urls),
     path("", include("chat.urls")),

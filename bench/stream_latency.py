@@ -44,15 +44,18 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-BASE_DIR = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(BASE_DIR))
+import redis
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, WebSocketException
 
-from websockets.asyncio.client import connect  # noqa: E402
-from websockets.exceptions import WebSocketException  # noqa: E402
+BASE_DIR = Path(__file__).resolve().parent.parent
+# Run as a script from bench/, which puts bench/ and not the project on the path.
+sys.path.insert(0, str(BASE_DIR))
 
 from assistant.simulator import SimulatorConfig, SimulatorServer  # noqa: E402
 
@@ -76,9 +79,14 @@ DEFAULT_TIMEOUT_SECONDS = 900
 STARTUP_SECONDS = 120
 SETUP_SECONDS = 180
 ROUND_SECONDS = 180
+# How long after the simulator's last reply a chat may still wait for `end`.
+END_GRACE_SECONDS = 10
 IDLE_SECONDS = 10
 STOP_SECONDS = 25
 LOG_TAIL_LINES = 40
+# The prefix of everything this run puts in Redis, so that no other worker
+# takes its tasks and its keys can be removed afterwards.
+REDIS_NAME = f"bench-latency-{os.getpid()}"
 
 
 class BenchError(Exception):
@@ -86,11 +94,26 @@ class BenchError(Exception):
 
 
 @dataclass
+class Chats:
+    """The signed-in browsers of one concurrency level."""
+
+    env: dict
+    cookies: list
+
+    @property
+    def count(self):
+        return len(self.cookies)
+
+
+@dataclass
 class AppChat:
+    """One question asked through the app, filled in as its events arrive."""
+
     tag: str
-    sent_at: float
-    first_reasoning_at: float | None
-    status: str
+    sent_at: float | None = None
+    first_reasoning_at: float | None = None
+    # The status of the `end` event, or what happened instead.
+    outcome: str = "no end event"
 
 
 @dataclass
@@ -102,7 +125,8 @@ class LevelResult:
     baseline: list = field(default_factory=list)
     # From the websocket send to the first reasoning event: what a user waits.
     waits: list = field(default_factory=list)
-    failures: int = 0
+    # How the chats that did not end with "stop" ended, and how many.
+    failures: Counter = field(default_factory=Counter)
 
 
 def concurrency_levels(text):
@@ -195,10 +219,25 @@ def clean_up(args, app, simulator, work_dir):
 
     stop_app(app)
     simulator.stop()
+    if args.redis_url:
+        forget_redis_keys(args.redis_url)
     if args.keep:
         progress(f"kept {work_dir} (app log: {work_dir / 'app.log'})")
     else:
         shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def forget_redis_keys(redis_url):
+    client = redis.Redis.from_url(redis_url, socket_timeout=10)
+    try:
+        for pattern in (f"{REDIS_NAME}*", f"_kombu.*.{REDIS_NAME}"):
+            keys = list(client.scan_iter(pattern, count=1000))
+            if keys:
+                client.delete(*keys)
+    except redis.RedisError as error:
+        progress(f"could not remove this run's keys from Redis: {error}")
+    finally:
+        client.close()
 
 
 def progress(text):
@@ -223,14 +262,12 @@ def app_environment(args, simulator, work_dir):
     if args.database_url:
         env["DATABASE_URL"] = args.database_url
     if args.redis_url:
-        # Own names in Redis, so that no other worker takes this run's tasks.
-        run_name = f"bench-latency-{os.getpid()}"
         env.update(
             REDIS_URL=args.redis_url,
-            CELERY_QUEUE=run_name,
-            CHANNELS_PREFIX=run_name,
-            CACHE_PREFIX=run_name,
-            EVENTLOG_PREFIX=run_name,
+            CELERY_QUEUE=REDIS_NAME,
+            CHANNELS_PREFIX=REDIS_NAME,
+            CACHE_PREFIX=REDIS_NAME,
+            EVENTLOG_PREFIX=REDIS_NAME,
         )
     return env
 
@@ -398,16 +435,11 @@ def run_bench(args, env, simulator):
 
 
 async def measure_levels(env, simulator, cookies, rounds):
+    await warm_up(env, simulator, cookies[:1])
     results = []
-    for number, (concurrency, level_rounds) in enumerate(rounds.items()):
-        sockets = await open_sockets(env, cookies[:concurrency])
-        try:
-            if number == 0:
-                await warm_up(sockets[0], simulator)
-            result = await measure_level(sockets, simulator, level_rounds)
-        finally:
-            await asyncio.gather(*(ws.close() for ws in sockets))
-        results.append(result)
+    for concurrency, level_rounds in rounds.items():
+        chats = Chats(env, cookies[:concurrency])
+        results.append(await measure_level(chats, simulator, level_rounds))
     return results
 
 
@@ -430,18 +462,18 @@ async def open_sockets(env, cookies):
         raise BenchError(problem) from None
 
 
-async def warm_up(ws, simulator):
+async def warm_up(env, simulator, cookies):
     """One uncounted chat each way: first connections, caches, worker start."""
     progress("warming up ...")
     result = LevelResult(concurrency=1)
     await run_baseline_round(1, simulator, result, "warm")
-    await run_app_round([ws], simulator, result, "warm")
+    await run_app_round(Chats(env, cookies), simulator, result, "warm")
     if result.failures:
-        raise BenchError("the warm-up chat failed; see the app's log")
+        raise BenchError(f"the warm-up chat failed: {dict(result.failures)}")
 
 
-async def measure_level(sockets, simulator, rounds):
-    concurrency = len(sockets)
+async def measure_level(chats, simulator, rounds):
+    concurrency = chats.count
     result = LevelResult(concurrency)
     for number in range(rounds):
         progress(f"{concurrency} concurrent chats: round {number + 1} of {rounds}")
@@ -449,48 +481,78 @@ async def measure_level(sockets, simulator, rounds):
         # Alternating, so that a drift in the machine's load hits both alike.
         label = f"{concurrency}-{number}"
         await run_baseline_round(concurrency, simulator, result, label)
-        await run_app_round(sockets, simulator, result, label)
+        await run_app_round(chats, simulator, result, label)
     return result
 
 
 async def run_baseline_round(concurrency, simulator, result, label):
     tags = [f"sse-{label}-{index}" for index in range(concurrency)]
     reading = asyncio.gather(*(read_simulator_stream(simulator, tag) for tag in tags))
-    received = await within_round(reading, len(tags), "SSE streams")
+    try:
+        received = await asyncio.wait_for(reading, ROUND_SECONDS)
+    except (TimeoutError, OSError) as error:
+        raise BenchError(f"{concurrency} SSE streams: {error!r}") from None
 
     sent = simulator.stats["first_reasoning_sent"]
     for tag, received_at in zip(tags, received):
         if received_at is None or tag not in sent:
-            result.failures += 1
+            result.failures["SSE stream without reasoning"] += 1
             continue
         result.baseline.append(received_at - sent[tag])
     await wait_until_simulator_idle(simulator)
 
 
-async def run_app_round(sockets, simulator, result, label):
-    tags = [f"app-{label}-{index}" for index in range(len(sockets))]
-    asking = asyncio.gather(*(ask_app(ws, tag) for ws, tag in zip(sockets, tags)))
-    chats = await within_round(asking, len(tags), "chats")
+async def run_app_round(chats, simulator, result, label):
+    asked = [AppChat(f"app-{label}-{index}") for index in range(chats.count)]
+    expected_requests = simulator.stats["requests"] + chats.count
+
+    # Fresh websockets for each round, as pages opened to ask. With Redis, a
+    # consumer that hears nothing for 5 s is closed with code 1011: redis-py's
+    # default 5 s read timeout cuts channels_redis's 5 s BZPOPMIN. Sockets
+    # kept open between rounds would end the benchmark instead of timing it.
+    sockets = await open_sockets(chats.env, chats.cookies)
+    asking = [
+        asyncio.create_task(ask_app(ws, chat)) for ws, chat in zip(sockets, asked)
+    ]
+    try:
+        await wait_for_chats(asking, simulator, expected_requests)
+    finally:
+        for task in asking:
+            task.cancel()
+        await asyncio.gather(*asking, return_exceptions=True)
+        await asyncio.gather(*(ws.close() for ws in sockets))
 
     sent = simulator.stats["first_reasoning_sent"]
-    for chat in chats:
-        ended_well = chat.status == "stop" and chat.first_reasoning_at is not None
-        if not ended_well or chat.tag not in sent:
-            result.failures += 1
+    for chat in asked:
+        if chat.outcome != "stop":
+            result.failures[chat.outcome] += 1
+        if chat.first_reasoning_at is None or chat.tag not in sent:
             continue
         result.app.append(chat.first_reasoning_at - sent[chat.tag])
         result.waits.append(chat.first_reasoning_at - chat.sent_at)
     await wait_until_simulator_idle(simulator)
 
 
-async def within_round(gathering, count, what):
-    try:
-        return await asyncio.wait_for(gathering, ROUND_SECONDS)
-    except TimeoutError:
-        problem = f"{count} {what} did not end within {ROUND_SECONDS} s"
-        raise BenchError(problem) from None
-    except (OSError, WebSocketException) as error:
-        raise BenchError(f"{count} {what}: {error!r}") from None
+async def wait_for_chats(tasks, simulator, expected_requests):
+    """Until every chat has ended, or the simulator finished a while ago.
+
+    An `end` event that the app loses would otherwise hold the round until
+    its time limit.
+    """
+    deadline = time.monotonic() + ROUND_SECONDS
+    served_at = None
+    while time.monotonic() < deadline:
+        _done, pending = await asyncio.wait(tasks, timeout=0.2)
+        if not pending:
+            return
+
+        stats = simulator.stats
+        if stats["requests"] < expected_requests or stats["active"]:
+            continue
+        served_at = served_at or time.monotonic()
+        if time.monotonic() - served_at > END_GRACE_SECONDS:
+            return
+    raise BenchError(f"{len(tasks)} chats did not end within {ROUND_SECONDS} s")
 
 
 async def wait_until_simulator_idle(simulator):
@@ -503,36 +565,45 @@ def question_with_tag(tag):
     return f"{QUESTION} [[sim tag={tag}]]"
 
 
-async def ask_app(ws, tag):
+async def ask_app(ws, chat):
     """Send one question over the websocket and follow its reply to the end."""
     request = {
         "action": "send",
         "conversation_id": None,
-        "text": question_with_tag(tag),
+        "text": question_with_tag(chat.tag),
         "model": MODEL,
-        "client_token": tag,
+        "client_token": chat.tag,
     }
-    sent_at = time.monotonic()
-    await ws.send(json.dumps(request))
+    chat.sent_at = time.monotonic()
+    try:
+        await ws.send(json.dumps(request))
+        await follow_reply(ws, chat)
+    except ConnectionClosed as closed:
+        code = closed.rcvd.code if closed.rcvd else "without a close frame"
+        chat.outcome = f"websocket closed {code}"
 
+
+async def follow_reply(ws, chat):
     reply_id = None
-    first_reasoning_at = None
-    # Bounded by the round's time limit (within_round).
+    # Bounded by the round's time limit (wait_for_chats).
     while True:
-        message = json.loads(await ws.recv())
+        raw = await ws.recv()
         received_at = time.monotonic()
+        message = json.loads(raw)
 
         if message["type"] == "refused":
-            raise BenchError(f"the app refused a question: {message}")
+            chat.outcome = f"refused {message['code']}"
+            return
         if message["type"] == "posted":
             reply_id = message["reply"]["id"]
         if message["type"] != "reply" or message["message_id"] != reply_id:
             continue
 
-        if message["kind"] == "reasoning" and first_reasoning_at is None:
-            first_reasoning_at = received_at
+        if message["kind"] == "reasoning" and chat.first_reasoning_at is None:
+            chat.first_reasoning_at = received_at
         if message["kind"] == "end":
-            return AppChat(tag, sent_at, first_reasoning_at, message["status"])
+            chat.outcome = message["status"]
+            return
 
 
 async def read_simulator_stream(simulator, tag):
@@ -660,17 +731,19 @@ def print_wait_table(configuration, results):
     row = "{:<18} {:>5} {:>7} {:>8} {:>8} {:>6}"
     print(row.format("configuration", "chats", "samples", "p50", "p99", "failed"))
     for result in results:
-        waits = [percentile(result.waits, p) * 1000 for p in (50, 99)]
-        cells = [f"{ms:.0f}" for ms in waits] if result.waits else ["-", "-"]
+        cells = ["-", "-"]
+        if result.waits:
+            cells = [f"{percentile(result.waits, p) * 1000:.0f}" for p in (50, 99)]
+        failed = sum(result.failures.values())
         print(
             row.format(
-                configuration,
-                result.concurrency,
-                len(result.waits),
-                *cells,
-                result.failures,
+                configuration, result.concurrency, len(result.waits), *cells, failed
             )
         )
+
+    for result in results:
+        for outcome, count in result.failures.most_common():
+            print(f"  {result.concurrency} concurrent: {count} x {outcome}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ from django.core.cache import cache
 from django.db import transaction
 
 from assistant.eventlog import get_event_log
+from assistant.models import ModelProfile
 from chat.models import Conversation, Message, new_stream_key
+from chat.prompt import larger_limit
 
 # Long enough for any reply to notice; the key is only read while it streams.
 STOP_KEY_TTL = 3600
@@ -36,13 +38,30 @@ def post_question(conversation, text, model):
     return question, reply
 
 
+class RetryMode:
+    SAME = "same"
+    LARGER_LIMIT = "larger_limit"
+    TRIM_HISTORY = "trim_history"
+
+
+RETRY_MODES = {RetryMode.SAME, RetryMode.LARGER_LIMIT, RetryMode.TRIM_HISTORY}
+
+
 @transaction.atomic
-def retry_reply(reply):
+def retry_reply(reply, mode=RetryMode.SAME):
     """Write a failed or stopped reply again from the start.
 
     The partial text is discarded, not continued: a retry regenerates the
     whole reply, so an answer never ends up stitched from two attempts.
+    `mode` may ask for more output room or for the oldest turns to be left
+    out, the two ways out of a reply that did not fit.
     """
+    if mode == RetryMode.LARGER_LIMIT:
+        profile = ModelProfile.ensure(reply.model)
+        reply.max_tokens_override = larger_limit(reply, profile)
+    elif mode == RetryMode.TRIM_HISTORY:
+        reply.trim_history = True
+
     reply.stream_key = new_stream_key()
     reply.content = ""
     reply.reasoning = ""
@@ -52,6 +71,7 @@ def retry_reply(reply):
     reply.prompt_tokens = reply.completion_tokens = reply.reasoning_tokens = None
     reply.first_token_ms = reply.reasoning_ms = reply.duration_ms = None
     reply.started_at = None
+    reply.warning_code = ""
     # A numbered "reset" tells every watching browser to clear the bubble;
     # events of the first attempt carry lower numbers and are ignored.
     reply.last_seq += 1

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db.models import Q
 
 from assistant.eventlog import get_event_log
+from assistant.signals import session_group
 from chat import actions
 from chat.models import Conversation, Message
 from chat.views import message_data, offered_model_names
@@ -31,13 +32,26 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self):
         self.user = self.scope.get("user")
         self.group = None
+        self.session_group_name = None
         if self.user is None or not self.user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
+
+        # Signing out of this session closes the socket (assistant.signals).
+        session = self.scope.get("session")
+        if session is not None and session.session_key:
+            self.session_group_name = session_group(session.session_key)
+            await self.channel_layer.group_add(
+                self.session_group_name, self.channel_name
+            )
         await self.accept()
 
     async def disconnect(self, code):
         await self._leave_group()
+        if self.session_group_name is not None:
+            await self.channel_layer.group_discard(
+                self.session_group_name, self.channel_name
+            )
 
     async def receive_json(self, content, **kwargs):
         action = content.get("action") if isinstance(content, dict) else None
@@ -124,14 +138,22 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self._refuse("not_found")
             return
 
+        mode = content.get("mode", actions.RetryMode.SAME)
+        if mode not in actions.RETRY_MODES:
+            await self._refuse("bad_request")
+            return
+
         await self._join_group(reply.conversation.group_name)
-        reset = await database_sync_to_async(actions.retry_reply)(reply)
+        reset = await database_sync_to_async(actions.retry_reply)(reply, mode)
         await self.channel_layer.group_send(
             reply.conversation.group_name, {"type": "reply.event", "event": reset}
         )
 
     async def reply_event(self, message):
         await self.send_json({"type": "reply", **message["event"]})
+
+    async def session_ended(self, message):
+        await self.close(code=CLOSE_UNAUTHENTICATED)
 
     async def _refuse(self, code, **params):
         await self.send_json({"type": "refused", "code": code, **params})

@@ -25,11 +25,21 @@ from assistant.streaming import (
     iter_sse,
 )
 from chat.models import Conversation, Message
-from chat.prompt import build_messages, estimate_tokens, output_budget
+from chat.prompt import (
+    build_messages,
+    can_extend,
+    estimate_tokens,
+    output_budget,
+    trim_to_fit,
+)
 from chat.rendering import render_markdown
 from chat.streams import ReplyPublisher
 
 logger = logging.getLogger(__name__)
+
+# The estimate over-counts by up to about a third, so only a server count
+# under half of it means the server dropped part of the input.
+TRUNCATION_RATIO = 0.5
 
 
 class StreamGuard:
@@ -117,24 +127,57 @@ class ReplyWriter:
 
         self.profile = ModelProfile.ensure(self.reply.model)
         self.parser = ReplyParser(starts_in_reasoning=self.profile.starts_in_reasoning)
-        messages = build_messages(self.reply.conversation, self.reply)
-        prompt_estimate = estimate_tokens(messages)
-        if prompt_estimate > self.profile.input_limit:
-            self._finish_too_long(prompt_estimate)
+        messages = self._prompt()
+        if self.reply.prompt_estimate > self.profile.input_limit:
+            self._finish_too_long()
             return
 
+        max_tokens = self._output_limit()
         self._mark_streaming()
-        max_tokens = output_budget(self.profile, prompt_estimate)
         with open_chat_stream(self.reply.model, messages, max_tokens) as stream:
             with StreamGuard(self.reply.stop_key, stream) as guard:
                 self._read(stream, guard)
+
+    def _prompt(self):
+        messages = build_messages(self.reply.conversation, self.reply)
+        if self.reply.trim_history:
+            messages, dropped = trim_to_fit(messages, self.profile.input_limit)
+            logger.info("reply %s leaves out %s old exchanges", self.reply.pk, dropped)
+        self.reply.prompt_estimate = estimate_tokens(messages)
+        return messages
+
+    def _output_limit(self):
+        reply = self.reply
+        reply.max_tokens = output_budget(
+            self.profile, reply.prompt_estimate, reply.max_tokens_override
+        )
+        if (
+            self.profile.is_reasoning
+            and reply.max_tokens < settings.REASONING_MIN_OUTPUT_TOKENS
+        ):
+            # R1 may spend all of it thinking; the reader is told why an
+            # answer may be missing.
+            reply.warning_code = "low_output_budget"
+        return reply.max_tokens
 
     def _mark_streaming(self):
         self.started = time.monotonic()
         self.reply.status = Message.Status.STREAMING
         self.reply.started_at = timezone.now()
-        self.reply.save(update_fields=["status", "started_at"])
-        self.publisher.publish("status", status=Message.Status.STREAMING)
+        self.reply.save(
+            update_fields=[
+                "status",
+                "started_at",
+                "prompt_estimate",
+                "max_tokens",
+                "warning_code",
+            ]
+        )
+        self.publisher.publish(
+            "status",
+            status=Message.Status.STREAMING,
+            warning_code=self.reply.warning_code,
+        )
 
     def _read(self, stream, guard):
         try:
@@ -152,7 +195,14 @@ class ReplyWriter:
                     break
         except (*failures.TRANSPORT_ERRORS, OSError) as exc:
             if not stream.cut_requested.is_set():
-                raise
+                if guard.last_data_at is None:
+                    raise
+                # The server was reached and had begun: a broken connection
+                # now is an interrupted reply, not an unreachable service.
+                logger.warning("stream of reply %s broke: %r", self.reply.pk, exc)
+                self._handle(self.parser.close())
+                self._finish(Message.Status.INCOMPLETE)
+                return
             logger.debug("stream of reply %s cut: %r", self.reply.pk, exc)
 
         if guard.reason == "stopped":
@@ -218,12 +268,12 @@ class ReplyWriter:
             last_seq=self.publisher.seq,
         )
 
-    def _finish_too_long(self, prompt_estimate):
+    def _finish_too_long(self):
         detail = (
-            f"about {prompt_estimate} prompt tokens; "
+            f"about {self.reply.prompt_estimate} tokens (estimated); "
             f"{self.profile.label} accepts {self.profile.input_limit}"
         )
-        self._finish(Message.Status.ERROR, "context_overflow", detail)
+        self._finish(Message.Status.ERROR, "input_too_long", detail)
 
     def _fail(self, exc):
         code, detail = failures.classify(exc)
@@ -246,6 +296,7 @@ class ReplyWriter:
             reply.content = parser.answer
             reply.reasoning = parser.reasoning
             self._store_usage(parser.usage)
+            self._check_truncated_input()
         self._store_timings()
         reply.last_seq = self.publisher.seq + 1
         reply.save()
@@ -262,6 +313,25 @@ class ReplyWriter:
         self.reply.prompt_tokens = usage.prompt_tokens
         self.reply.completion_tokens = usage.completion_tokens
         self.reply.reasoning_tokens = usage.reasoning_tokens
+
+    def _check_truncated_input(self):
+        """Warn when the server read far less of the prompt than was sent.
+
+        Ollama silently drops the head of a prompt longer than its num_ctx;
+        the only trace is a prompt token count well below what was sent.
+        """
+        reported = self.reply.prompt_tokens
+        estimate = self.reply.prompt_estimate
+        if reported is None or not estimate:
+            return
+        if reported < TRUNCATION_RATIO * estimate and estimate - reported > 256:
+            logger.warning(
+                "reply %s: server counted %s prompt tokens, about %s were sent",
+                self.reply.pk,
+                reported,
+                estimate,
+            )
+            self.reply.warning_code = "input_truncated"
 
     def _store_timings(self):
         if self.started is None:
@@ -282,6 +352,8 @@ class ReplyWriter:
         reply = self.reply
         return {
             "status": reply.status,
+            "warning_code": reply.warning_code,
+            "can_extend": can_extend(reply, self.profile),
             "error_code": reply.error_code,
             "error_detail": reply.error_detail,
             "html": render_markdown(reply.content),

@@ -86,6 +86,17 @@ class Message(models.Model):
     reasoning_ms = models.PositiveIntegerField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
 
+    # What was asked of the model: the prompt's estimated size, the output
+    # limit sent, and whether the oldest turns were left out to fit.
+    prompt_estimate = models.PositiveIntegerField(null=True, blank=True)
+    max_tokens = models.PositiveIntegerField(null=True, blank=True)
+    trim_history = models.BooleanField(default=False)
+    # Set on a retry "with a larger output limit": the limit to ask for.
+    max_tokens_override = models.PositiveIntegerField(null=True, blank=True)
+    # Something the reader should know even about a finished reply (see
+    # chat.generation.WARNINGS), e.g. that the server cut the input.
+    warning_code = models.CharField(max_length=32, blank=True)
+
     # As the API reported them; None means the API did not say.
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)

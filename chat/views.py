@@ -5,7 +5,9 @@ from django.utils.translation import gettext as _
 
 from assistant import failures
 from assistant.catalog import offered_models
+from assistant.models import ModelProfile
 from chat.models import Conversation, Message
+from chat.prompt import can_extend
 from chat.rendering import render_markdown
 
 SIDEBAR_CONVERSATIONS = 50
@@ -30,7 +32,8 @@ def _room(request, conversation):
     models = offered_models()
     messages = []
     if conversation is not None:
-        messages = [message_data(m) for m in conversation.messages.all()]
+        profiles = {profile.name: profile for profile in models}
+        messages = [message_data(m, profiles) for m in conversation.messages.all()]
 
     context = {
         "conversation": conversation,
@@ -41,6 +44,7 @@ def _room(request, conversation):
             "conversationId": conversation.pk if conversation else None,
             "messages": messages,
             "maxMessageChars": settings.MAX_MESSAGE_CHARS,
+            "serverDetailCodes": sorted(failures.SERVER_DETAIL_CODES),
             "strings": _ui_strings(),
         },
     }
@@ -55,8 +59,12 @@ def _selected_model(conversation, models):
     return names[0] if names else ""
 
 
-def message_data(message):
-    """A message as the page's script draws it."""
+def message_data(message, profiles=None):
+    """A message as the page's script draws it.
+
+    `profiles` maps model ids to profiles already at hand; without it, the
+    reply's profile is looked up when the reply could use one.
+    """
     data = {
         "id": message.pk,
         "role": message.role,
@@ -72,8 +80,23 @@ def message_data(message):
             error_code=message.error_code,
             error_detail=message.error_detail,
             reasoning_ms=message.reasoning_ms,
+            warning_code=message.warning_code,
+            can_extend=_can_extend(message, profiles),
         )
     return data
+
+
+def _can_extend(message, profiles):
+    if message.status not in (
+        Message.Status.LENGTH_IN_REASONING,
+        Message.Status.LENGTH_IN_ANSWER,
+    ):
+        return False
+    if profiles is not None and message.model in profiles:
+        profile = profiles[message.model]
+    else:
+        profile = ModelProfile.objects.filter(name=message.model).first()
+    return can_extend(message, profile)
 
 
 def _ui_strings():
@@ -82,11 +105,23 @@ def _ui_strings():
         "thinking": _("Thinking…"),
         "thoughtFor": _("Thought for %(seconds)s s"),
         "thoughtCut": _("Thinking was cut off (token limit)"),
+        "thinkingInterrupted": _("Thinking did not finish"),
         "reasoning": _("Reasoning"),
         "queued": _("Waiting for the model…"),
         "stop": _("Stop"),
         "send": _("Send"),
         "retry": _("Retry"),
+        "retry.larger_limit": _("Retry with a larger output limit"),
+        "retry.trim_history": _("Leave out older turns and retry"),
+        "warning.input_truncated": _(
+            "The model service read only part of what was sent; the start of "
+            "the conversation was probably cut off. Start a new chat for a "
+            "complete answer."
+        ),
+        "warning.low_output_budget": _(
+            "Little room is left for the reply in this model's context, so a "
+            "reasoning model may run out while thinking. A new chat leaves more."
+        ),
         "copy": _("Copy"),
         "copied": _("Copied"),
         "status.stopped": _("Stopped. The text so far is kept."),
@@ -119,6 +154,7 @@ def _ui_strings():
         "connection.lost": _("Connection lost. Reconnecting…"),
         "connection.back": _("Reconnected."),
         "serverSaid": _("The server said:"),
+        "details": _("Details:"),
     }
     for code in failures.MESSAGES:
         strings[f"error.{code}"] = str(failures.describe(code))

@@ -16,6 +16,7 @@
   var strings = pageData.strings;
   var OPEN_STATUSES = ["queued", "streaming"];
   var QUIET_REPLY_MS = 15000;
+  var TOO_LONG_CODES = ["context_overflow", "input_too_long"];
   var RETRYABLE = ["error", "stopped", "incomplete", "no_answer", "length_in_reasoning",
     "length_in_answer", "reason_unknown"];
 
@@ -80,6 +81,8 @@
     this.reasoningMs = message.reasoning_ms;
     this.errorCode = message.error_code || "";
     this.errorDetail = message.error_detail || "";
+    this.warningCode = message.warning_code || "";
+    this.canExtend = Boolean(message.can_extend);
     this.reasoningText.textContent = this.reasoning;
     this.setRendered(message.html || "", this.answer.length);
     this.update();
@@ -109,14 +112,25 @@
     this.waiting = el("div", "waiting", t("queued"));
     this.note = el("div", "status-note");
     this.actions = el("div", "message-actions");
-    this.retryButton = el("button", "retry", t("retry"));
-    this.retryButton.type = "button";
-    this.retryButton.addEventListener("click", function () {
-      sendAction({ action: "retry", message_id: self.id });
-    });
-    this.actions.append(this.retryButton);
+    this.retryButton = this.actionButton("retry", "same");
+    this.largerButton = this.actionButton("retry.larger_limit", "larger_limit");
+    this.trimButton = this.actionButton("retry.trim_history", "trim_history");
+    this.warning = el("div", "warning-note");
 
-    this.node.append(this.panel, this.waiting, this.answerNode, this.note, this.actions);
+    this.node.append(
+      this.panel, this.waiting, this.answerNode, this.note, this.warning, this.actions
+    );
+  };
+
+  ReplyView.prototype.actionButton = function (label, mode) {
+    var self = this;
+    var button = el("button", "retry retry-" + mode, t(label));
+    button.type = "button";
+    button.addEventListener("click", function () {
+      sendAction({ action: "retry", message_id: self.id, mode: mode });
+    });
+    this.actions.append(button);
+    return button;
   };
 
   ReplyView.prototype.isOpen = function () {
@@ -145,6 +159,7 @@
     switch (event.kind) {
       case "status":
         this.status = event.status;
+        this.warningCode = event.warning_code || "";
         break;
       case "reasoning":
         this.status = "streaming";
@@ -172,7 +187,8 @@
         this.status = "queued";
         this.reasoning = this.answer = "";
         this.reasoningText.textContent = "";
-        this.errorCode = this.errorDetail = "";
+        this.errorCode = this.errorDetail = this.warningCode = "";
+        this.canExtend = false;
         this.reasoningMs = null;
         this.thinkingSince = null;
         this.userToggledPanel = false;
@@ -182,6 +198,8 @@
         this.status = event.status;
         this.errorCode = event.error_code || "";
         this.errorDetail = event.error_detail || "";
+        this.warningCode = event.warning_code || "";
+        this.canExtend = Boolean(event.can_extend);
         if (event.reasoning_ms !== null && event.reasoning_ms !== undefined) {
           this.reasoningMs = event.reasoning_ms;
         }
@@ -214,7 +232,11 @@
     this.note.textContent = this.noteText();
     this.note.hidden = !this.note.textContent;
     this.node.classList.toggle("has-error", this.status === "error");
+    this.warning.textContent = this.warningCode ? t("warning." + this.warningCode) : "";
+    this.warning.hidden = !this.warningCode;
     this.actions.hidden = open || RETRYABLE.indexOf(this.status) === -1;
+    this.largerButton.hidden = !this.canExtend;
+    this.trimButton.hidden = TOO_LONG_CODES.indexOf(this.errorCode) === -1;
     refreshStopButton();
   };
 
@@ -224,6 +246,10 @@
       return t("thinking") + (seconds ? " " + seconds + " s" : "");
     }
     if (this.status === "length_in_reasoning") return t("thoughtCut");
+    if (!this.answer.trim() && this.status !== "stop" && this.status !== "no_answer") {
+      // Stopped, failed or cut before the answer: it never finished thinking.
+      return t("thinkingInterrupted");
+    }
     if (this.reasoningMs !== null && this.reasoningMs !== undefined) {
       return t("thoughtFor", { seconds: (this.reasoningMs / 1000).toFixed(1) });
     }
@@ -233,7 +259,10 @@
   ReplyView.prototype.noteText = function () {
     if (this.status === "error") {
       var text = t("error." + (this.errorCode || "internal"));
-      if (this.errorDetail) text += " " + t("serverSaid") + " " + this.errorDetail;
+      if (this.errorDetail) {
+        var fromServer = pageData.serverDetailCodes.indexOf(this.errorCode) !== -1;
+        text += " " + t(fromServer ? "serverSaid" : "details") + " " + this.errorDetail;
+      }
       return text;
     }
     var key = "status." + this.status;
@@ -307,7 +336,9 @@
     socket.addEventListener("close", function (event) {
       state.socket = null;
       if (event.code === 4401) {
-        window.location.reload();  // The session ended: the page asks to sign in.
+        // The session ended: the page asks to sign in, unless it is already
+        // on its way elsewhere, as when this very page signed out.
+        if (!state.leaving) window.location.reload();
         return;
       }
       showBanner(t("connection.lost"));
@@ -459,5 +490,6 @@
   pageData.messages.forEach(addMessage);
   els.messages.scrollTop = els.messages.scrollHeight;
   refreshStopButton();
+  window.addEventListener("beforeunload", function () { state.leaving = true; });
   connect();
 }());

@@ -7,6 +7,7 @@ Celery worker as separate processes, on a Celery queue of its own so the
 test session's worker never takes its tasks.
 """
 
+import contextlib
 import os
 import shutil
 import socket
@@ -91,6 +92,21 @@ class FreshPostgresDatabase:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
 
+LIVE_APP_LOGS = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Show the end of the live app's log under a failed browser test."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed and LIVE_APP_LOGS:
+        log = LIVE_APP_LOGS[-1]
+        if log.exists():
+            tail = log.read_text(errors="replace").splitlines()[-60:]
+            report.sections.append(("live app log (last lines)", "\n".join(tail)))
+
+
 @pytest.fixture(scope="session")
 def chromium_path():
     if os.path.exists(CHROMIUM):
@@ -103,7 +119,39 @@ def chromium_path():
 @pytest.fixture(scope="session")
 def live_app(simulator, tmp_path_factory, chromium_path):
     data_dir = tmp_path_factory.mktemp("live-app")
+    with _running_app(simulator, data_dir, _free_port()) as base_url:
+        yield base_url
+
+
+@pytest.fixture(scope="session")
+def live_oidc_app(simulator, tmp_path_factory, chromium_path):
+    """A second app that signs in through a loopback OpenID Connect provider.
+
+    The provider is on `localhost`, the app on 127.0.0.1, so their cookies
+    stay apart as they would on two hosts.
+    """
+    from tests.oidc_provider import LoopbackProvider
+
+    data_dir = tmp_path_factory.mktemp("live-oidc-app")
     port = _free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    provider = LoopbackProvider(
+        data_dir, [f"{base_url}/oidc/callback/"], [f"{base_url}/accounts/login/"]
+    ).start()
+    oidc_env = {
+        "OIDC_ISSUER": provider.issuer,
+        "OIDC_CLIENT_ID": provider.client_id,
+        "OIDC_CLIENT_SECRET": provider.client_secret,
+    }
+    try:
+        with _running_app(simulator, data_dir, port, oidc_env):
+            yield base_url, provider
+    finally:
+        provider.stop()
+
+
+@contextlib.contextmanager
+def _running_app(simulator, data_dir, port, extra_env=None):
     env = dict(os.environ)
     env.update(
         PORT=str(port),
@@ -115,6 +163,7 @@ def live_app(simulator, tmp_path_factory, chromium_path):
         CHANNELS_PREFIX=f"browser-{uuid.uuid4().hex[:8]}",
         USING_SIMULATOR="1",
     )
+    env.update(extra_env or {})
     database = None
     if django_settings.DATABASE_URL:
         database = FreshPostgresDatabase(django_settings.DATABASE_URL)
@@ -129,6 +178,7 @@ def live_app(simulator, tmp_path_factory, chromium_path):
         stderr=subprocess.STDOUT,
     )
     base_url = f"http://127.0.0.1:{port}"
+    LIVE_APP_LOGS.append(data_dir / "app.log")
     try:
         _wait_for_http(f"{base_url}/accounts/login/", process)
         yield base_url

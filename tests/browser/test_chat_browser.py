@@ -123,7 +123,7 @@ def test_it_explains_a_busy_backend_and_keeps_the_question(page, simulator):
         page.locator("article.message.user").last.inner_text() == "这个问题会遇到限流"
     )
 
-    reply.locator("button.retry").click()
+    reply.locator("button.retry-same").click()
     page.wait_for_selector("article.message.assistant[data-status=stop]")
     assert last_reply(page).locator(".answer").inner_text()
 
@@ -165,3 +165,30 @@ def test_it_shows_the_whole_reply_after_a_reload_mid_stream(page):
     assert stored.locator(".answer").inner_text() == streamed_after_reload
     assert stored.locator(".reasoning-text").text_content() == reasoning_after_reload
     assert stored.get_attribute("data-status") == "stop"
+
+
+def test_it_reconnects_after_losing_the_socket_mid_reply_and_loses_nothing(page):
+    """The socket between browser and server dies mid-reply; the page
+    reconnects on its own and ends with exactly the stored text."""
+    routes = []
+
+    def through_to_server(route):
+        route.connect_to_server()
+        routes.append(route)
+
+    page.route_web_socket("**/ws/chat/", through_to_server)
+    sign_in(page)
+    send(page, "Keep going [[sim delay=0.03 words=300]]", model="deepseek-v3")
+    reply = last_reply(page)
+    reply.locator(".answer").wait_for(state="visible")
+
+    routes[0].close(code=1006, reason="network gone")
+    page.locator("[data-connection-banner]").wait_for(state="visible")
+    wait_for_end(page)
+    assert len(routes) >= 2  # the page opened a new socket by itself
+    followed = last_reply(page).locator(".answer").inner_text()
+
+    page.reload()
+    stored = last_reply(page)
+    stored.locator(".answer").wait_for(state="visible")
+    assert stored.locator(".answer").inner_text() == followed

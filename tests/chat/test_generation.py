@@ -7,6 +7,7 @@ import pytest
 from django.core.cache import cache
 
 from assistant.eventlog import get_event_log
+from assistant.models import ModelProfile
 from chat import actions
 from chat.models import Message
 from chat.tasks import generate_reply
@@ -122,7 +123,15 @@ def test_it_ends_with_a_typed_error_when_the_backend_refuses(model_api, status, 
     assert conversation.messages.filter(role="user", content="hello").exists()
 
 
-def test_it_reports_context_overflow_from_the_server(model_api):
+@pytest.mark.parametrize(
+    "message",
+    [
+        "context limit 8192 tokens; request needs 8700 (7676 prompt + 1024 completion)",
+        "request (2117 tokens) exceeds the available context size (2048 tokens), "
+        "try increasing it",
+    ],
+)
+def test_it_reports_context_overflow_from_the_server(model_api, message):
     conversation = make_conversation(make_user())
     _, reply = queue_reply(conversation, "hello")
     model_api.queue_error(
@@ -145,7 +154,7 @@ def test_it_refuses_a_prompt_over_the_input_limit_without_sending_it(model_api):
 
     reply.refresh_from_db()
     assert reply.status == Message.Status.ERROR
-    assert reply.error_code == "context_overflow"
+    assert reply.error_code == "input_too_long"
     assert "6144" in reply.error_detail
     assert model_api.stats["requests"] == 0
 
@@ -264,3 +273,70 @@ def _wait_for(condition, seconds=10):
             return
         time.sleep(0.02)
     raise AssertionError("condition not met in time")
+
+
+def test_it_leaves_out_the_oldest_turns_when_asked_to_fit(model_api):
+    conversation = make_conversation(make_user())
+    add_exchange(conversation, "old " * 9000, "old answer")
+    add_exchange(conversation, "recent question", "recent answer")
+    _, reply = queue_reply(conversation, "new question")
+
+    generate_reply(reply.pk)
+    reply.refresh_from_db()
+    assert reply.error_code == "input_too_long"
+    assert model_api.stats["requests"] == 0
+
+    actions.retry_reply(reply, actions.RetryMode.TRIM_HISTORY)
+    generate_reply(reply.pk)
+
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.STOP
+    sent = model_api.stats["recent_requests"][-1]["messages"]
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
+    assert sent[1]["content"] == "recent question"
+    assert reply.prompt_estimate <= 6144
+
+
+def test_it_offers_and_gives_a_larger_output_limit_after_a_cut(model_api):
+    conversation = make_conversation(make_user())
+    _, reply = queue_reply(conversation, "think hard")
+    profile = ModelProfile.ensure("deepseek-r1")
+    profile.max_output_tokens = 8
+    profile.save()
+
+    generate_reply(reply.pk)
+    reply.refresh_from_db()
+    end = events_of(reply)[-1]
+    assert reply.status == Message.Status.LENGTH_IN_REASONING
+    assert reply.max_tokens == 8
+    assert end["can_extend"] is True
+    assert reply.warning_code == "low_output_budget"
+
+    actions.retry_reply(reply, actions.RetryMode.LARGER_LIMIT)
+    generate_reply(reply.pk)
+
+    reply.refresh_from_db()
+    assert model_api.stats["recent_requests"][-1]["max_tokens"] == 16
+    assert reply.max_tokens == 16
+
+
+def test_it_warns_when_the_server_read_far_less_than_was_sent(model_api):
+    conversation = make_conversation(make_user(), model="deepseek-v3")
+    _, reply = queue_reply(conversation, "long input " * 2500)
+    model_api.queue_events(
+        [
+            '{"choices":[{"index":0,"delta":{"content":"ok"},"finish_reason":"stop"}]}',
+            '{"choices":[],"usage":{"prompt_tokens":2048,"completion_tokens":1,'
+            '"total_tokens":2049}}',
+            "[DONE]",
+        ]
+    )
+
+    generate_reply(reply.pk)
+
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.STOP
+    assert reply.prompt_tokens == 2048
+    assert reply.prompt_estimate > 5000
+    assert reply.warning_code == "input_truncated"
+    assert events_of(reply)[-1]["warning_code"] == "input_truncated"
