@@ -47,6 +47,7 @@ The directive wins over the body field, which wins over the server config.
     chunk   characters per chunk
     format  reasoning_content, reasoning, tags, prefilled or none
     words   lengthen the answer by about this many words of filler prose
+    fault   act out a failure of a real server (see assistant.simulator.faults)
     tag     a name for the request, up to 64 of A-Z a-z 0-9 _ -; it changes
             nothing in the reply, but stats["first_reasoning_sent"][tag] then
             holds the time.monotonic() at which the reply's first reasoning
@@ -79,7 +80,7 @@ from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from assistant.simulator import replies
+from assistant.simulator import faults, replies
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +152,7 @@ class ReplySettings:
     format: str
     words: int = 0
     tag: str | None = None
+    fault: str | None = None
 
 
 @dataclass(frozen=True)
@@ -257,6 +259,7 @@ class RequestError(Exception):
         self.message = message
         self.error_type = error_type
         self.code = code
+        self.headers = {}
 
     def payload(self):
         error = {
@@ -333,6 +336,14 @@ def clean_settings(raw):
         if key == "format":
             if value not in FORMATS:
                 raise RequestError(400, f"Simulator format must be one of {FORMATS}")
+            cleaned[key] = value
+            continue
+
+        if key == "fault":
+            if value not in faults.FAULTS:
+                raise RequestError(
+                    400, f"Simulator fault must be one of {sorted(faults.FAULTS)}"
+                )
             cleaned[key] = value
             continue
 
@@ -413,6 +424,10 @@ def parse_chat_request(body, config):
     )
     overrides = clean_settings({**body_settings, **directive_settings})
     settings = replace(defaults, **overrides)
+
+    if settings.fault in faults.HTTP_FAULTS:
+        prompt_tokens = estimate_prompt_tokens(messages)
+        raise faults.http_error(settings.fault, prompt_tokens, RequestError)
 
     stream_options = body.get("stream_options")
     include_usage = (
@@ -659,6 +674,9 @@ class SimulatorHandler(BaseHTTPRequestHandler):
 
         self._start_event_stream()
         self._pause(chat.settings.first)
+        if chat.settings.fault:
+            faults.stream_with_fault(self, chat, reply, envelope)
+            return
         self._send_event(envelope.chunk({"role": "assistant", "content": ""}))
 
         stats = self.simulator.stats_recorder
@@ -808,9 +826,11 @@ class SimulatorHandler(BaseHTTPRequestHandler):
     def _end_chunks(self):
         self._write(b"0\r\n\r\n")
 
-    def _send_json(self, status, payload):
+    def _send_json(self, status, payload, headers=None):
         data = json.dumps(payload, ensure_ascii=False).encode()
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         if self.close_connection:
@@ -820,7 +840,7 @@ class SimulatorHandler(BaseHTTPRequestHandler):
         self._write(data)
 
     def _send_error(self, error):
-        self._send_json(error.status, error.payload())
+        self._send_json(error.status, error.payload(), error.headers)
 
     def _write_headers(self):
         try:

@@ -390,6 +390,11 @@
     if (!state.conversationId) {
       state.conversationId = message.conversation.id;
       window.history.pushState({}, "", message.conversation.url);
+      // Forms that come back to this page (the language switch) must come
+      // back to the conversation, not to the empty page it started as.
+      document.querySelectorAll("input[name=next]").forEach(function (input) {
+        input.value = message.conversation.url;
+      });
       addToSidebar(message.conversation);
     }
     if (message.client_token && message.client_token === state.pendingToken) {

@@ -1,6 +1,7 @@
 """A researcher's chat, in a real Chromium against the running app."""
 
 import re
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -192,3 +193,66 @@ def test_it_reconnects_after_losing_the_socket_mid_reply_and_loses_nothing(page)
     stored = last_reply(page)
     stored.locator(".answer").wait_for(state="visible")
     assert stored.locator(".answer").inner_text() == followed
+
+
+BROWSER_FAULTS = [
+    "http401",
+    "http429",
+    "http503",
+    "http400_context",
+    "inband_error",
+    "cut",
+    "finish_missing",
+    "length_reasoning",
+    "no_answer",
+]
+
+
+def test_it_tells_every_fault_apart_in_both_languages(page):
+    sign_in(page)
+    notes = {}
+    for count, fault in enumerate(BROWSER_FAULTS, start=1):
+        send(page, f"{fault} [[sim fault={fault} delay=0.005]]")
+        page.wait_for_function(
+            "n => document.querySelectorAll('article.message.assistant').length === n",
+            arg=count,
+        )
+        wait_for_end(page)
+        reply = last_reply(page)
+        notes[fault] = (
+            reply.get_attribute("data-status"),
+            reply.locator(".status-note").inner_text(),
+        )
+
+    assert all(text.strip() for _, text in notes.values()), notes
+    # Distinct failures read differently: no two share a message.
+    assert len({text for _, text in notes.values()}) == len(BROWSER_FAULTS)
+    assert notes["http429"][1] != notes["http401"][1]
+    assert notes["cut"][0] == "incomplete"
+    assert notes["length_reasoning"][0] == "length_in_reasoning"
+    assert any("\u4e00" <= ch <= "\u9fff" for ch in notes["http401"][1])
+
+    page.click(".sidebar-footer button[value=en]")
+    page.wait_for_selector("text=New chat")
+    english = page.locator("article.message.assistant .status-note")
+    texts = [english.nth(i).inner_text() for i in range(english.count())]
+    assert any("429" in text and "busy" in text for text in texts), texts
+    assert any("cut off" in text or "output limit" in text for text in texts)
+
+
+def test_it_shows_a_reply_still_streaming_after_switching_away_and_back(page):
+    sign_in(page)
+    send(page, "Long one [[sim delay=0.03 words=500]]", model="deepseek-v3")
+    last_reply(page).locator(".answer").wait_for(state="visible")
+    conversation_path = urlsplit(page.url).path
+
+    page.click("[data-new-chat]")
+    page.wait_for_selector("[data-welcome]:not([hidden])")
+    page.click(f"[data-conversation-list] a[href='{conversation_path}']")
+
+    reply = last_reply(page)
+    assert reply.get_attribute("class").find("is-open") != -1
+    wait_for_end(page)
+    followed = reply.locator(".answer").inner_text()
+    page.reload()
+    assert last_reply(page).locator(".answer").inner_text() == followed

@@ -340,3 +340,67 @@ def test_it_warns_when_the_server_read_far_less_than_was_sent(model_api):
     assert reply.prompt_estimate > 5000
     assert reply.warning_code == "input_truncated"
     assert events_of(reply)[-1]["warning_code"] == "input_truncated"
+
+
+FAULT_OUTCOMES = {
+    # fault: (status, error code, text kept)
+    "http400_context": ("error", "context_overflow", False),
+    "http401": ("error", "auth", False),
+    "http429": ("error", "rate_limited", False),
+    "http500": ("error", "server_error", False),
+    "http503": ("error", "server_error", False),
+    "inband_error": ("error", "in_band", True),
+    "openrouter_error": ("error", "in_band", True),
+    "cut": ("incomplete", "", True),
+    "finish_empty": ("reason_unknown", "", True),
+    "finish_missing": ("reason_unknown", "", True),
+    "length_reasoning": ("length_in_reasoning", "", True),
+    "no_answer": ("no_answer", "", True),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(FAULT_OUTCOMES))
+def test_it_ends_every_simulated_fault_in_its_own_state(model_api, fault):
+    """Each failure a real server shows, acted out over real HTTP."""
+    status, code, keeps_text = FAULT_OUTCOMES[fault]
+    conversation = make_conversation(make_user())
+    _, reply = queue_reply(conversation, f"hello [[sim fault={fault}]]")
+
+    generate_reply(reply.pk)
+
+    reply.refresh_from_db()
+    assert (reply.status, reply.error_code) == (status, code)
+    assert bool(reply.reasoning or reply.content) is keeps_text
+    if fault == "no_answer" or fault == "length_reasoning":
+        assert reply.reasoning and not reply.content
+    if code:
+        assert reply.error_detail
+    events = events_of(reply)
+    assert events[-1]["kind"] == "end" and events[-1]["status"] == status
+    assert replay(events) == (reply.reasoning, reply.content)
+
+
+def test_it_ends_a_backend_that_only_sends_keep_alives(settings, model_api):
+    settings.MODEL_API_FIRST_TOKEN_TIMEOUT = 1.5
+    conversation = make_conversation(make_user())
+    _, reply = queue_reply(conversation, "hello [[sim fault=keepalive_only]]")
+
+    generate_reply(reply.pk)
+
+    reply.refresh_from_db()
+    assert reply.error_code == "timeout_first_token"
+    _wait_for(lambda: model_api.stats["last_disconnect_at"] is not None, seconds=3)
+
+
+def test_it_ends_a_reply_that_runs_past_the_wall_clock_ceiling(settings, model_api):
+    settings.MODEL_API_TOTAL_TIMEOUT = 1.0
+    conversation = make_conversation(make_user(), model="deepseek-v3")
+    _, reply = queue_reply(conversation, "endless [[sim delay=0.05 words=5000]]")
+
+    generate_reply(reply.pk)
+
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.ERROR
+    assert reply.error_code == "timeout_total"
+    assert reply.content
+    assert reply.duration_ms < 3000
