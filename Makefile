@@ -13,7 +13,11 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/python scripts/ensure_browser.py
-	cd tests/oidc_provider && npm ci --no-audit --no-fund --silent
+	@if command -v npm >/dev/null 2>&1; then \
+		cd tests/oidc_provider && npm ci --no-audit --no-fund --silent; \
+	else \
+		echo "npm not found: the single sign-on tests will be skipped"; \
+	fi
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-dev
