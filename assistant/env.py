@@ -35,28 +35,22 @@ def env_bool(name, default=False):
 
 
 def env_int(name, default, minimum=None):
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from None
-    if minimum is not None and value < minimum:
-        raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {value}")
-    return value
+    return _env_number(name, default, int, "an integer", minimum)
 
 
 def env_float(name, default, minimum=None):
+    return _env_number(name, default, float, "a number", minimum)
+
+
+def _env_number(name, default, kind, described, minimum):
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
 
     try:
-        value = float(raw)
+        value = kind(raw)
     except ValueError:
-        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from None
+        raise ImproperlyConfigured(f"{name} must be {described}, got {raw!r}") from None
     if minimum is not None and value < minimum:
         raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {value}")
     return value
