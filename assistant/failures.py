@@ -58,6 +58,10 @@ MESSAGES = {
         "The reply took longer than the app allows for one answer and was ended. "
         "The text so far is kept."
     ),
+    "queue_timeout": _(
+        "The model was busy for longer than the app waits in its queue. Your "
+        "message is kept; send it again later."
+    ),
     "not_found": _("The model service does not serve the chosen model any more."),
     "rate_limited": _(
         "The model service is busy and asked the app to slow down (429). Your "
@@ -77,7 +81,6 @@ MESSAGES = {
         "accepts, so nothing was sent. Leave out older turns, start a new chat, "
         "shorten your message, or choose a model with a larger context."
     ),
-
     "in_band": _("The model service reported an error in the middle of the reply."),
     "protocol": _("The model service sent a reply the app could not read."),
     "internal": _("Something went wrong in the app. The error has been logged."),

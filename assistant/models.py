@@ -63,6 +63,23 @@ class ModelProfile(models.Model):
     context_window = models.PositiveIntegerField(_("context window (tokens)"))
     input_limit = models.PositiveIntegerField(_("input limit (tokens)"))
     max_output_tokens = models.PositiveIntegerField(_("output cap (tokens)"))
+    concurrency_limit = models.PositiveIntegerField(
+        _("concurrent requests"),
+        default=4,
+        help_text=_(
+            "How many requests the backend may run at once for this model, in "
+            "units: a short prompt takes one unit, a long one more. Work beyond "
+            "that waits in the app's fair queue."
+        ),
+    )
+    long_prompt_tokens = models.PositiveIntegerField(
+        _("long prompt from (tokens)"),
+        default=3072,
+        help_text=_("Prompts at least this long count as long."),
+    )
+    long_prompt_cost = models.PositiveIntegerField(
+        _("units a long prompt takes"), default=2
+    )
     sort_order = models.IntegerField(_("sort order"), default=100)
     created = models.DateTimeField(auto_now_add=True)
 
@@ -79,6 +96,16 @@ class ModelProfile(models.Model):
     @property
     def label(self):
         return self.display_name or self.name
+
+    def admission_cost(self, prompt_tokens):
+        """Units of the model's concurrency a request of this size takes.
+
+        Long prompts cost more: the R1 deployment ran four 2k requests at
+        once but stalled with four 4k ones.
+        """
+        if prompt_tokens >= self.long_prompt_tokens:
+            return self.long_prompt_cost
+        return 1
 
     @classmethod
     def defaults_for(cls, name, max_model_len=None):

@@ -161,6 +161,8 @@ STREAM_RENDER_INTERVAL = env_float("STREAM_RENDER_INTERVAL", 0.15, minimum=0.02)
 # How quickly a Stop reaches the upstream connection.
 STREAM_STOP_POLL_INTERVAL = env_float("STREAM_STOP_POLL_INTERVAL", 0.2, minimum=0.02)
 MAX_MESSAGE_CHARS = env_int("MAX_MESSAGE_CHARS", 60000, minimum=1)
+# Longest a reply may wait in the app's queue for a free backend slot.
+QUEUE_TIMEOUT = env_float("QUEUE_TIMEOUT", 1800.0, minimum=1.0)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

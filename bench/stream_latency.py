@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import http.cookiejar
 import json
+import logging
 import math
 import os
 import platform
@@ -182,8 +183,8 @@ def parse_args():
 
 def main():
     args = parse_args()
-    signal.signal(signal.SIGTERM, _exit_on_signal)
-    signal.signal(signal.SIGALRM, _exit_on_signal)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM):
+        signal.signal(signum, _exit_on_signal)
     signal.alarm(args.timeout)
 
     work_dir = Path(tempfile.mkdtemp(prefix="bench-stream-latency-"))
@@ -203,12 +204,26 @@ def main():
         clean_up(args, app, simulator, work_dir)
 
 
+_stop_reason = None
+
+
 def _exit_on_signal(signum, frame):
+    global _stop_reason
+    if signum == signal.SIGALRM:
+        _stop_reason = "stream_latency: gave up at the --timeout limit"
+    else:
+        _stop_reason = f"stream_latency: stopped by {signal.Signals(signum).name}"
+
     # SystemExit, not an ordinary exception: asyncio lets it through from any
     # callback, so the cleanup in main() runs wherever the signal lands.
-    if signum == signal.SIGALRM:
-        raise SystemExit("stream_latency: gave up at the --timeout limit")
-    raise SystemExit(f"stream_latency: stopped by signal {signum}")
+    raise SystemExit(_stop_reason)
+
+
+def stop_if_signalled():
+    # Python ignores an exception raised in a finalizer, so the handler's
+    # SystemExit can be lost; the loops check again.
+    if _stop_reason:
+        raise SystemExit(_stop_reason)
 
 
 def clean_up(args, app, simulator, work_dir):
@@ -217,8 +232,13 @@ def clean_up(args, app, simulator, work_dir):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
-    stop_app(app)
+    # Tasks cancelled by an interruption are collected at exit, each with a
+    # "never retrieved" report that says nothing new.
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+
+    # The model first: a reply still streaming would hold up the app's exit.
     simulator.stop()
+    stop_app(app)
     if args.redis_url:
         forget_redis_keys(args.redis_url)
     if args.keep:
@@ -230,7 +250,10 @@ def clean_up(args, app, simulator, work_dir):
 def forget_redis_keys(redis_url):
     client = redis.Redis.from_url(redis_url, socket_timeout=10)
     try:
-        for pattern in (f"{REDIS_NAME}*", f"_kombu.*.{REDIS_NAME}"):
+        # Not REDIS_NAME*, which would also match the keys of a process whose
+        # id starts with this one's.
+        names = (REDIS_NAME, f"{REDIS_NAME}[^0-9]*", f"_kombu.*.{REDIS_NAME}")
+        for pattern in names:
             keys = list(client.scan_iter(pattern, count=1000))
             if keys:
                 client.delete(*keys)
@@ -301,6 +324,7 @@ def wait_until_answering(url, app):
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline:
+        stop_if_signalled()
         if app.poll() is not None:
             raise BenchError(f"scripts/run.py exited with code {app.returncode}")
         try:
@@ -476,6 +500,7 @@ async def measure_level(chats, simulator, rounds):
     concurrency = chats.count
     result = LevelResult(concurrency)
     for number in range(rounds):
+        stop_if_signalled()
         progress(f"{concurrency} concurrent chats: round {number + 1} of {rounds}")
 
         # Alternating, so that a drift in the machine's load hits both alike.
@@ -542,6 +567,7 @@ async def wait_for_chats(tasks, simulator, expected_requests):
     deadline = time.monotonic() + ROUND_SECONDS
     served_at = None
     while time.monotonic() < deadline:
+        stop_if_signalled()
         _done, pending = await asyncio.wait(tasks, timeout=0.2)
         if not pending:
             return

@@ -15,6 +15,7 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from assistant import failures
+from assistant.admission import INTERACTIVE, Cancelled, TimedOut, wait_for_slot
 from assistant.modelapi import open_chat_stream
 from assistant.models import ModelProfile
 from assistant.streaming import (
@@ -133,10 +134,15 @@ class ReplyWriter:
             return
 
         max_tokens = self._output_limit()
-        self._mark_streaming()
-        with open_chat_stream(self.reply.model, messages, max_tokens) as stream:
-            with StreamGuard(self.reply.stop_key, stream) as guard:
-                self._read(stream, guard)
+        lease = self._wait_for_slot()
+        if lease is None:
+            return
+
+        with lease:
+            self._mark_streaming()
+            with open_chat_stream(self.reply.model, messages, max_tokens) as stream:
+                with StreamGuard(self.reply.stop_key, stream) as guard:
+                    self._read(stream, guard)
 
     def _prompt(self):
         messages = build_messages(self.reply.conversation, self.reply)
@@ -160,6 +166,40 @@ class ReplyWriter:
             reply.warning_code = "low_output_budget"
         return reply.max_tokens
 
+    def _wait_for_slot(self):
+        """A lease on the backend's capacity, after a fair wait if it is busy.
+
+        While waiting, the browsers watching hear the reply's place in the
+        queue at least once a second. Returns None when the reply ended
+        while queued (stopped, or waited longer than QUEUE_TIMEOUT).
+        """
+        reply = self.reply
+        queued_at = time.monotonic()
+
+        def tell_position(position, eta):
+            self.publisher.publish_live("queue", position=position, eta=eta)
+
+        try:
+            lease = wait_for_slot(
+                pool=f"{settings.MODEL_API_BASE_URL}|{reply.model}",
+                user_key=str(reply.conversation.user_id),
+                priority=INTERACTIVE,
+                capacity=self.profile.concurrency_limit,
+                cost=self.profile.admission_cost(reply.prompt_estimate),
+                on_wait=tell_position,
+                cancelled=lambda: bool(cache.get(reply.stop_key)),
+                timeout=settings.QUEUE_TIMEOUT,
+            )
+        except Cancelled:
+            self._finish(Message.Status.STOPPED)
+            return None
+        except TimedOut:
+            self._finish(Message.Status.ERROR, "queue_timeout")
+            return None
+
+        reply.queue_ms = _ms(time.monotonic() - queued_at)
+        return lease
+
     def _mark_streaming(self):
         self.started = time.monotonic()
         self.reply.status = Message.Status.STREAMING
@@ -168,6 +208,7 @@ class ReplyWriter:
             update_fields=[
                 "status",
                 "started_at",
+                "queue_ms",
                 "prompt_estimate",
                 "max_tokens",
                 "warning_code",
@@ -371,7 +412,8 @@ class ReplyWriter:
         reply = self.reply
         logger.info(
             "model request user=%s model=%s status=%s error=%s prompt_tokens=%s "
-            "completion_tokens=%s reasoning_tokens=%s first_token_ms=%s duration_ms=%s",
+            "completion_tokens=%s reasoning_tokens=%s queue_ms=%s first_token_ms=%s "
+            "duration_ms=%s",
             reply.conversation.user_id,
             reply.model,
             reply.status,
@@ -379,6 +421,7 @@ class ReplyWriter:
             reply.prompt_tokens,
             reply.completion_tokens,
             reply.reasoning_tokens,
+            reply.queue_ms,
             reply.first_token_ms,
             reply.duration_ms,
         )

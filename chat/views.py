@@ -108,6 +108,8 @@ def _ui_strings():
         "thinkingInterrupted": _("Thinking did not finish"),
         "reasoning": _("Reasoning"),
         "queued": _("Waiting for the model…"),
+        "queue.position": _("Queued for the model: position %(position)s"),
+        "queue.eta": _(", about %(seconds)s s"),
         "stop": _("Stop"),
         "send": _("Send"),
         "retry": _("Retry"),

@@ -59,6 +59,11 @@ estimated from the message lengths (replies.estimate_tokens). max_tokens, or
 max_completion_tokens, cuts the reply after that many chunks with
 finish_reason "length", in the middle of the reasoning if need be.
 
+In capacity mode (SimulatorConfig(capacity_mode=True), or --capacity-mode)
+streamed replies are paced by the load instead of `delay`: concurrent
+replies share a total rate that levels off, and too many long prompts stall
+(see assistant.simulator.capacity).
+
 Tests can also script the next chat reply: queue_events() replays a
 stream-cases entry's events verbatim, queue_error() answers with an HTTP error.
 """
@@ -80,7 +85,7 @@ from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from assistant.simulator import faults, replies
+from assistant.simulator import capacity, faults, replies
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +126,8 @@ FIRST_REASONING_LIMIT = 1000
 MAX_BODY_BYTES = 16 * 1024 * 1024
 IDLE_TIMEOUT_SECONDS = 60
 STOP_POLL_SECONDS = 0.2
+# How often a stalled request in capacity mode asks whether it may go on.
+CAPACITY_STALL_POLL_SECONDS = 0.05
 # How often serve_forever checks for shutdown(); stop() waits up to this long.
 SHUTDOWN_POLL_SECONDS = 0.05
 
@@ -134,6 +141,11 @@ class SimulatorConfig:
     chunk_chars: int = 3
     keepalive: float = 5.0
     api_key: str | None = None
+    # Pace streamed replies by the load (assistant.simulator.capacity)
+    # instead of the fixed delay; the time scale shrinks its intervals, so
+    # that 0.02 runs 50 times faster than the measured server.
+    capacity_mode: bool = False
+    capacity_time_scale: float = 1.0
 
     def __post_init__(self):
         if self.token_delay < 0 or self.first_token_delay < 0:
@@ -142,6 +154,8 @@ class SimulatorConfig:
             raise ValueError("chunk_chars must be at least 1")
         if self.keepalive <= 0:
             raise ValueError("keepalive must be a positive number of seconds")
+        if self.capacity_time_scale <= 0:
+            raise ValueError("capacity_time_scale must be positive")
 
 
 @dataclass(frozen=True)
@@ -669,6 +683,13 @@ class SimulatorHandler(BaseHTTPRequestHandler):
         )
 
     def _stream_reply(self, chat):
+        if not self.simulator.config.capacity_mode:
+            self._stream_paced_reply(chat, None)
+            return
+        with self.simulator.capacity.serving(chat.prompt_tokens) as request:
+            self._stream_paced_reply(chat, request)
+
+    def _stream_paced_reply(self, chat, capacity_request):
         reply = build_reply(chat)
         envelope = Envelope.for_model(chat.model)
 
@@ -677,13 +698,17 @@ class SimulatorHandler(BaseHTTPRequestHandler):
         if chat.settings.fault:
             faults.stream_with_fault(self, chat, reply, envelope)
             return
+        if capacity_request is not None:
+            self._wait_out_stall(capacity_request)
         self._send_event(envelope.chunk({"role": "assistant", "content": ""}))
 
         stats = self.simulator.stats_recorder
         tag_to_record = chat.settings.tag
         last_index = len(reply.pieces) - 1
         for index, piece in enumerate(reply.pieces):
-            if index:
+            if capacity_request is not None:
+                self._pause_for_capacity(capacity_request)
+            elif index:
                 self._pause(chat.settings.delay)
             finish_reason = reply.finish_reason if index == last_index else None
             self._send_event(envelope.chunk({piece.field: piece.text}, finish_reason))
@@ -695,6 +720,29 @@ class SimulatorHandler(BaseHTTPRequestHandler):
             self._send_event(envelope.usage_chunk(reply.usage(chat.prompt_tokens)))
         self._write_chunk(b"data: [DONE]\n\n")
         self._end_chunks()
+
+    def _pause_for_capacity(self, capacity_request):
+        interval = self._wait_out_stall(capacity_request)
+        scaled = interval * self.simulator.config.capacity_time_scale
+
+        # Each token is due one interval after the last one was, so that the
+        # time spent writing does not slow a fast, time-scaled reply; after a
+        # stall the count starts again from now.
+        now = time.monotonic()
+        due = max(capacity_request.last_token_due, now - scaled) + scaled
+        capacity_request.last_token_due = due
+        self._pause(max(0.0, due - now))
+
+    def _wait_out_stall(self, capacity_request):
+        """Send only keep-alives while the capacity model stalls the request."""
+        keepalive = self.simulator.config.keepalive
+        last_sent = time.monotonic()
+        while (interval := capacity_request.token_interval()) is None:
+            if time.monotonic() - last_sent >= keepalive:
+                self._write_chunk(b": keep-alive\n\n")
+                last_sent = time.monotonic()
+            self._pause(CAPACITY_STALL_POLL_SECONDS, keepalive=False)
+        return interval
 
     def _send_reply(self, chat):
         reply = build_reply(chat)
@@ -909,6 +957,7 @@ class SimulatorServer:
     def __init__(self, host="127.0.0.1", port=8001, config=None):
         self.config = config or SimulatorConfig()
         self.stats_recorder = SimulatorStats()
+        self.capacity = capacity.CapacityTracker()
         self.stopping = threading.Event()
         self._scripts = deque()
         self._scripts_lock = threading.Lock()

@@ -146,6 +146,13 @@
 
   ReplyView.prototype.apply = function (event) {
     this.lastEventAt = Date.now();
+    if (event.kind === "queue") {
+      // Live only: where the reply stands in the app's queue for the model.
+      this.queuePosition = event.position;
+      this.queueEta = event.eta;
+      this.update();
+      return;
+    }
     if (event.kind === "render") {
       // Live only, numbered like the last text it includes.
       if (event.seq === this.seq && event.chars <= this.answer.length) {
@@ -159,6 +166,7 @@
     switch (event.kind) {
       case "status":
         this.status = event.status;
+        this.queuePosition = null;
         this.warningCode = event.warning_code || "";
         break;
       case "reasoning":
@@ -218,6 +226,7 @@
     this.node.classList.toggle("is-open", open);
     this.node.dataset.status = this.status;
     this.waiting.hidden = !(open && !hasReasoning && !hasAnswer);
+    this.waiting.textContent = this.waitingText();
 
     this.panel.hidden = !hasReasoning;
     this.panel.classList.toggle("is-thinking", thinking);
@@ -238,6 +247,15 @@
     this.largerButton.hidden = !this.canExtend;
     this.trimButton.hidden = TOO_LONG_CODES.indexOf(this.errorCode) === -1;
     refreshStopButton();
+  };
+
+  ReplyView.prototype.waitingText = function () {
+    if (this.status !== "queued" || !this.queuePosition) return t("queued");
+    var text = t("queue.position", { position: this.queuePosition });
+    if (this.queueEta !== null && this.queueEta !== undefined) {
+      text += t("queue.eta", { seconds: Math.max(1, Math.round(this.queueEta)) });
+    }
+    return text;
   };
 
   ReplyView.prototype.panelText = function (thinking) {

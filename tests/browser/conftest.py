@@ -93,6 +93,18 @@ class FreshPostgresDatabase:
 
 
 LIVE_APP_LOGS = []
+LIVE_APP_ENVS = {}
+
+
+def live_manage(base_url, *args):
+    """Run a management command against the live app's own database."""
+    subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=REPO_DIR,
+        env=LIVE_APP_ENVS[base_url],
+        check=True,
+        capture_output=True,
+    )
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -179,6 +191,7 @@ def _running_app(simulator, data_dir, port, extra_env=None):
     )
     base_url = f"http://127.0.0.1:{port}"
     LIVE_APP_LOGS.append(data_dir / "app.log")
+    LIVE_APP_ENVS[base_url] = env
     try:
         _wait_for_http(f"{base_url}/accounts/login/", process)
         yield base_url

@@ -5,7 +5,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.browser.conftest import sign_in
+from tests.browser.conftest import live_manage, sign_in
 
 pytestmark = pytest.mark.browser
 
@@ -256,3 +256,40 @@ def test_it_shows_a_reply_still_streaming_after_switching_away_and_back(page):
     followed = reply.locator(".answer").inner_text()
     page.reload()
     assert last_reply(page).locator(".answer").inner_text() == followed
+
+
+def set_concurrency(base_url, model, limit):
+    live_manage(
+        base_url,
+        "shell",
+        "-c",
+        "from assistant.models import ModelProfile; "
+        f"ModelProfile.objects.filter(name='{model}').update(concurrency_limit={limit})",
+    )
+
+
+def test_it_shows_a_queued_reply_its_place_until_the_backend_is_free(
+    page, browser, live_app
+):
+    set_concurrency(live_app, "deepseek-v3", 1)
+    try:
+        sign_in(page)
+        send(page, "Hold the slot [[sim delay=0.03 words=300]]", model="deepseek-v3")
+        last_reply(page).locator(".answer").wait_for(state="visible")
+
+        other = browser.new_context(base_url=live_app, locale="zh-CN").new_page()
+        sign_in(other)
+        send(other, "我在排队吗？", model="deepseek-v3")
+        waiting = last_reply(other).locator(".waiting")
+        waiting.wait_for(state="visible")
+        other.wait_for_function(
+            "el => el.textContent.includes('1')", arg=waiting.element_handle()
+        )
+        assert "排队" in waiting.inner_text()
+
+        wait_for_end(other)
+        assert last_reply(other).get_attribute("data-status") == "stop"
+        assert last_reply(page).get_attribute("data-status") == "stop"
+        other.context.close()
+    finally:
+        set_concurrency(live_app, "deepseek-v3", 4)

@@ -404,3 +404,73 @@ def test_it_ends_a_reply_that_runs_past_the_wall_clock_ceiling(settings, model_a
     assert reply.error_code == "timeout_total"
     assert reply.content
     assert reply.duration_ms < 3000
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_queues_a_second_reply_while_a_single_slot_backend_is_busy(model_api):
+    """The backend never sees two requests; the waiting reply hears its place."""
+    profile = ModelProfile.ensure("deepseek-v3")
+    profile.concurrency_limit = 1
+    profile.save()
+    first_user, second_user = make_user("first"), make_user("second")
+    _, first = queue_reply(
+        make_conversation(first_user, "deepseek-v3"),
+        "long [[sim delay=0.02 words=150]]",
+    )
+    _, second = queue_reply(make_conversation(second_user, "deepseek-v3"), "short")
+    positions = []
+    from chat.streams import ReplyPublisher
+
+    original = ReplyPublisher.publish_live
+
+    def record(publisher, kind, **data):
+        if kind == "queue":
+            positions.append(data["position"])
+        original(publisher, kind, **data)
+
+    ReplyPublisher.publish_live = record
+    try:
+        writers = [threading.Thread(target=generate_reply, args=[first.pk])]
+        writers[0].start()
+        _wait_for(lambda: any(e["kind"] == "answer" for e in events_of(first)))
+        writers.append(threading.Thread(target=generate_reply, args=[second.pk]))
+        writers[1].start()
+        for writer in writers:
+            writer.join(timeout=30)
+    finally:
+        ReplyPublisher.publish_live = original
+
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.status, second.status) == ("stop", "stop")
+    assert model_api.stats["max_active"] == 1
+    assert positions and set(positions) == {1}
+    assert second.queue_ms > 100
+    assert second.started_at >= first.started_at
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_cancels_a_queued_reply_without_calling_the_model(model_api):
+    profile = ModelProfile.ensure("deepseek-v3")
+    profile.concurrency_limit = 1
+    profile.save()
+    user = make_user()
+    _, busy = queue_reply(
+        make_conversation(user, "deepseek-v3"), "x [[sim delay=0.05 words=300]]"
+    )
+    _, waiting = queue_reply(make_conversation(user, "deepseek-v3"), "y")
+    holder = threading.Thread(target=generate_reply, args=[busy.pk])
+    holder.start()
+    _wait_for(lambda: any(e["kind"] == "answer" for e in events_of(busy)))
+
+    waiter = threading.Thread(target=generate_reply, args=[waiting.pk])
+    waiter.start()
+    time.sleep(0.5)
+    actions.request_stop(waiting)
+    waiter.join(timeout=10)
+    actions.request_stop(busy)
+    holder.join(timeout=10)
+
+    waiting.refresh_from_db()
+    assert waiting.status == Message.Status.STOPPED
+    assert model_api.stats["requests"] == 1

@@ -10,9 +10,15 @@ from assistant.models import ModelProfile
 # What the bundled simulator serves, so its models read well in the picker.
 # The prefilled one imitates a server whose chat template opens <think>.
 SIMULATOR_PROFILES = {
-    "deepseek-r1": {"display_name": "DeepSeek-R1 (reasoning_content)", "sort_order": 10},
+    "deepseek-r1": {
+        "display_name": "DeepSeek-R1 (reasoning_content)",
+        "sort_order": 10,
+    },
     "deepseek-r1-vllm": {"display_name": "DeepSeek-R1 (reasoning)", "sort_order": 20},
-    "deepseek-r1-tags": {"display_name": "DeepSeek-R1 (<think> tags)", "sort_order": 30},
+    "deepseek-r1-tags": {
+        "display_name": "DeepSeek-R1 (<think> tags)",
+        "sort_order": 30,
+    },
     "deepseek-r1-prefilled": {
         "display_name": "DeepSeek-R1 (template opens <think>)",
         "sort_order": 40,

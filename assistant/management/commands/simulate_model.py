@@ -20,6 +20,8 @@ def config_from_options(options):
             chunk_chars=options["chunk_chars"],
             keepalive=options["keepalive"],
             api_key=options["api_key"] or None,
+            capacity_mode=options["capacity_mode"],
+            capacity_time_scale=options["capacity_time_scale"],
         )
     except ValueError as error:
         raise CommandError(str(error)) from error
@@ -62,6 +64,18 @@ class Command(BaseCommand):
             "--api-key",
             default=None,
             help="require this bearer token on /v1 requests",
+        )
+        parser.add_argument(
+            "--capacity-mode",
+            action="store_true",
+            help="pace replies like a loaded GPU server: shared throughput "
+            "that levels off, stalls under too many long prompts",
+        )
+        parser.add_argument(
+            "--capacity-time-scale",
+            type=float,
+            default=DEFAULTS.capacity_time_scale,
+            help="multiply capacity-mode intervals by this (0.02: 50x faster)",
         )
 
     def handle(self, *args, **options):
