@@ -24,11 +24,14 @@ class MemoryEventLog:
         self._lock = threading.Lock()
 
     def append(self, stream_id, event):
+        self.extend(stream_id, [event])
+
+    def extend(self, stream_id, new_events):
         now = time.monotonic()
         with self._lock:
             self._drop_expired(now)
             events, _expiry = self._logs.get(stream_id, ([], 0))
-            events.append(event)
+            events.extend(new_events)
             self._logs[stream_id] = (events, now + LOG_TTL_SECONDS)
 
     def read(self, stream_id):
@@ -49,9 +52,12 @@ class RedisEventLog:
         self._redis = redis.Redis.from_url(url)
 
     def append(self, stream_id, event):
+        self.extend(stream_id, [event])
+
+    def extend(self, stream_id, events):
         key = self._key(stream_id)
         pipe = self._redis.pipeline(transaction=False)
-        pipe.rpush(key, json.dumps(event, ensure_ascii=False))
+        pipe.rpush(key, *(json.dumps(event, ensure_ascii=False) for event in events))
         pipe.expire(key, LOG_TTL_SECONDS)
         pipe.execute()
 

@@ -97,9 +97,14 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # Longer than channels_redis's own 5 s blocking read: redis-py
+                # 8 defaults to a 5 s socket timeout, which lost that race and
+                # closed every websocket that was quiet for five seconds.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 15}],
                 "prefix": env_str("CHANNELS_PREFIX", "asgi"),
-                "capacity": 1000,
+                # All the sockets of one Daphne process share one queue in
+                # Redis, and this caps it; past it, messages are dropped.
+                "capacity": 10000,
             },
         }
     }
@@ -133,7 +138,9 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "assistant")
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Threads in the embedded worker; one stream occupies one thread for as long
 # as the model writes.
-EMBEDDED_WORKER_THREADS = env_int("EMBEDDED_WORKER_THREADS", 8, minimum=1)
+# Replies waiting in the admission queue hold a thread too, so there are
+# enough for every reply a busy machine has open at once.
+EMBEDDED_WORKER_THREADS = env_int("EMBEDDED_WORKER_THREADS", 64, minimum=1)
 
 # The OpenAI-compatible model API.
 MODEL_API_BASE_URL = env_str("MODEL_API_BASE_URL")

@@ -622,14 +622,18 @@ async def follow_reply(ws, chat):
             return
         if message["type"] == "posted":
             reply_id = message["reply"]["id"]
-        if message["type"] != "reply" or message["message_id"] != reply_id:
+        if message["type"] != "replies":
             continue
 
-        if message["kind"] == "reasoning" and chat.first_reasoning_at is None:
-            chat.first_reasoning_at = received_at
-        if message["kind"] == "end":
-            chat.outcome = message["status"]
-            return
+        # Events travel in batches; a batch's events arrived together.
+        for event in message["events"]:
+            if event["message_id"] != reply_id:
+                continue
+            if event["kind"] == "reasoning" and chat.first_reasoning_at is None:
+                chat.first_reasoning_at = received_at
+            if event["kind"] == "end":
+                chat.outcome = event["status"]
+                return
 
 
 async def read_simulator_stream(simulator, tag):

@@ -146,11 +146,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self._join_group(reply.conversation.group_name)
         reset = await database_sync_to_async(actions.retry_reply)(reply, mode)
         await self.channel_layer.group_send(
-            reply.conversation.group_name, {"type": "reply.event", "event": reset}
+            reply.conversation.group_name, {"type": "reply.events", "events": [reset]}
         )
 
-    async def reply_event(self, message):
-        await self.send_json({"type": "reply", **message["event"]})
+    async def reply_events(self, message):
+        await self.send_json({"type": "replies", "events": message["events"]})
 
     async def session_ended(self, message):
         await self.close(code=CLOSE_UNAUTHENTICATED)

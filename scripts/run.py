@@ -109,7 +109,7 @@ def start_servers(env, host, port):
             "--pool",
             "threads",
             "--concurrency",
-            env.get("CELERY_CONCURRENCY", "16"),
+            env.get("CELERY_CONCURRENCY", "64"),
             "--loglevel",
             "INFO",
         ],
@@ -139,6 +139,7 @@ def stop(children):
             child.wait(timeout=10)
         except subprocess.TimeoutExpired:
             child.kill()
+            child.wait()
 
 
 if __name__ == "__main__":

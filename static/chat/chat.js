@@ -387,9 +387,11 @@
   }
 
   function handle(message) {
-    if (message.type === "reply") {
-      var view = state.replies.get(message.message_id);
-      if (view) view.apply(message);
+    if (message.type === "replies") {
+      message.events.forEach(function (event) {
+        var view = state.replies.get(event.message_id);
+        if (view) view.apply(event);
+      });
     } else if (message.type === "snapshot") {
       var target = state.replies.get(message.message_id);
       if (target) {

@@ -46,13 +46,22 @@ async def connect(user):
 
 
 async def receive_until(communicator, predicate):
-    """Messages up to and including the first one `predicate` accepts."""
+    """Messages up to and including the first one `predicate` accepts.
+
+    Reply events arrive in batches; each is unpacked as a message of type
+    "reply" of its own.
+    """
     received = []
     while True:
         message = await communicator.receive_json_from(timeout=TIMEOUT)
-        received.append(message)
-        if predicate(message):
-            return received
+        if message.get("type") == "replies":
+            unpacked = [{"type": "reply", **event} for event in message["events"]]
+        else:
+            unpacked = [message]
+        for item in unpacked:
+            received.append(item)
+            if predicate(item):
+                return received
 
 
 def is_end(message):
