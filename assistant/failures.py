@@ -64,8 +64,13 @@ MESSAGES = {
     ),
     "not_found": _("The model service does not serve the chosen model any more."),
     "rate_limited": _(
-        "The model service is busy and asked the app to slow down (429). Your "
-        "message is kept; send it again in a minute."
+        "The model service is busy and asked the app to slow down (429); it was "
+        "still busy when the app asked again. Your message is kept; send it "
+        "again in a few minutes."
+    ),
+    "overloaded": _(
+        "The model service is overloaded (503) and still was when the app asked "
+        "again. Your message is kept; send it again in a few minutes."
     ),
     "server_error": _(
         "The model service failed with an internal error. Your message is kept; "
@@ -99,6 +104,7 @@ SERVER_DETAIL_CODES = {
     "auth",
     "not_found",
     "rate_limited",
+    "overloaded",
     "server_error",
     "bad_request",
     "context_overflow",
@@ -131,6 +137,8 @@ def _classify_status(status, message):
         return "not_found"
     if status == 429:
         return "rate_limited"
+    if status == 503:
+        return "overloaded"
     if status >= 500:
         return "server_error"
     if CONTEXT_OVERFLOW.search(message or ""):

@@ -157,6 +157,11 @@ MODEL_API_IDLE_TIMEOUT = env_float("MODEL_API_IDLE_TIMEOUT", 120.0, minimum=0.1)
 MODEL_API_TOTAL_TIMEOUT = env_float("MODEL_API_TOTAL_TIMEOUT", 3600.0, minimum=1.0)
 # The socket's own read limit, a backstop behind the limits above.
 MODEL_API_READ_TIMEOUT = max(MODEL_API_FIRST_TOKEN_TIMEOUT, MODEL_API_IDLE_TIMEOUT) + 30
+# A server that answers 429 or 503 has not started the reply; the worker
+# keeps its slot and asks again, waiting longer each time, this many times.
+MODEL_API_BUSY_RETRIES = env_int("MODEL_API_BUSY_RETRIES", 5, minimum=0)
+# Longest single wait; a server asking (Retry-After) for longer is given up on.
+MODEL_API_BUSY_MAX_WAIT = env_float("MODEL_API_BUSY_MAX_WAIT", 60.0, minimum=0.1)
 MODEL_LIST_CACHE_SECONDS = env_int("MODEL_LIST_CACHE_SECONDS", 60, minimum=0)
 DEFAULT_MODEL = env_str("DEFAULT_MODEL")
 

@@ -10,11 +10,12 @@ import logging
 import threading
 import time
 
+import openai
 from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
-from assistant import failures
+from assistant import backoff, failures
 from assistant.admission import INTERACTIVE, Cancelled, TimedOut, wait_for_slot
 from assistant.modelapi import open_chat_stream
 from assistant.models import ModelProfile
@@ -41,6 +42,8 @@ logger = logging.getLogger(__name__)
 # The estimate over-counts by up to about a third, so only a server count
 # under half of it means the server dropped part of the input.
 TRUNCATION_RATIO = 0.5
+# How often a reply waiting out a busy server tells the browsers so.
+BUSY_NOTICE_INTERVAL = 0.5
 
 
 class StreamGuard:
@@ -140,9 +143,62 @@ class ReplyWriter:
 
         with lease:
             self._mark_streaming()
-            with open_chat_stream(self.reply.model, messages, max_tokens) as stream:
-                with StreamGuard(self.reply.stop_key, stream) as guard:
-                    self._read(stream, guard)
+            self._stream(messages, max_tokens)
+
+    def _stream(self, messages, max_tokens):
+        """Read the reply, asking again while the server says it is busy.
+
+        The lease is kept through the waits: the reply keeps its place, and
+        the requests queued behind it would only be refused as well.
+        """
+        refusals = 0
+        while True:
+            try:
+                with open_chat_stream(self.reply.model, messages, max_tokens) as stream:
+                    with StreamGuard(self.reply.stop_key, stream) as guard:
+                        self._read(stream, guard)
+                return
+            except openai.APIStatusError as exc:
+                if not backoff.is_busy(exc):
+                    raise
+                refusals += 1
+                wait = backoff.next_wait(exc, refusals)
+                if wait is None:
+                    raise
+                if not self._wait_out_busy(exc, wait, refusals):
+                    self._finish(Message.Status.STOPPED)
+                    return
+
+    def _wait_out_busy(self, exc, wait, refusals):
+        """Sleep `wait` seconds, telling the browsers; False if stopped meanwhile."""
+        logger.warning(
+            "reply %s: model server busy (%s, %s of %s), asking again in %.1f s",
+            self.reply.pk,
+            exc.status_code,
+            refusals,
+            settings.MODEL_API_BUSY_RETRIES,
+            wait,
+        )
+        waited_from = time.monotonic()
+        retry_at = waited_from + wait
+        while (remaining := retry_at - time.monotonic()) > 0:
+            if cache.get(self.reply.stop_key):
+                return False
+            self.publisher.publish_live(
+                "busy",
+                status_code=exc.status_code,
+                seconds=round(remaining, 1),
+                attempt=refusals,
+                attempts=settings.MODEL_API_BUSY_RETRIES,
+            )
+            time.sleep(min(remaining, BUSY_NOTICE_INTERVAL))
+
+        # The wait is time the reply spent queued, not generating.
+        self.reply.queue_ms = (self.reply.queue_ms or 0) + _ms(
+            time.monotonic() - waited_from
+        )
+        self.started = time.monotonic()
+        return True
 
     def _prompt(self):
         messages = build_messages(self.reply.conversation, self.reply)

@@ -110,6 +110,10 @@ def _ui_strings():
         "queued": _("Waiting for the model…"),
         "queue.position": _("Queued for the model: position %(position)s"),
         "queue.eta": _(", about %(seconds)s s"),
+        "busy.retry": _(
+            "The model service is busy (%(status)s); asking again in "
+            "%(seconds)s s (%(attempt)s of %(attempts)s)"
+        ),
         "stop": _("Stop"),
         "send": _("Send"),
         "retry": _("Retry"),

@@ -20,6 +20,11 @@ is exercised over real HTTP exactly as in production:
     length_reasoning   half the reasoning, then finish_reason "length"
     no_answer          the whole reasoning, then finish_reason "stop", no answer
 
+An HTTP fault answers every request that asks for it, unless `fails=N` is
+given too: then only the first N requests with the same messages fail and
+the next one is answered, which is how a busy server that frees up behaves.
+`retry_after=SECONDS` sets the Retry-After of http429 and http503.
+
 A slow first byte needs no fault: `first=SECONDS` delays the first chunk and
 sends keep-alives meanwhile.
 """
@@ -43,8 +48,10 @@ RETRY_AFTER_SECONDS = 7
 KEEPALIVE_ONLY_SECONDS = 600
 
 
-def http_error(fault, prompt_tokens, error_class):
+def http_error(fault, prompt_tokens, error_class, retry_after=None):
     """The error a server answers with, for an HTTP fault."""
+    if retry_after is None:
+        retry_after = RETRY_AFTER_SECONDS
     if fault == "http400_context":
         context = 16384
         requested = prompt_tokens + context
@@ -66,11 +73,11 @@ def http_error(fault, prompt_tokens, error_class):
     if fault == "http429":
         error = error_class(
             429,
-            "Rate limit reached for requests. Please try again in 7s.",
+            f"Rate limit reached for requests. Please try again in {retry_after}s.",
             "rate_limit_error",
             code="rate_limit_exceeded",
         )
-        error.headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        error.headers = {"Retry-After": str(retry_after)}
         return error
     if fault == "http500":
         return error_class(500, "Internal server error", "InternalServerError")
@@ -79,7 +86,7 @@ def http_error(fault, prompt_tokens, error_class):
         "The engine is overloaded: too many requests in the queue.",
         "ServiceUnavailableError",
     )
-    error.headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    error.headers = {"Retry-After": str(retry_after)}
     return error
 
 

@@ -48,6 +48,8 @@ The directive wins over the body field, which wins over the server config.
     format  reasoning_content, reasoning, tags, prefilled or none
     words   lengthen the answer by about this many words of filler prose
     fault   act out a failure of a real server (see assistant.simulator.faults)
+    fails   fail only the first N requests with the same messages (HTTP faults)
+    retry_after  the Retry-After seconds of http429 and http503
     tag     a name for the request, up to 64 of A-Z a-z 0-9 _ -; it changes
             nothing in the reply, but stats["first_reasoning_sent"][tag] then
             holds the time.monotonic() at which the reply's first reasoning
@@ -115,6 +117,8 @@ NUMERIC_SETTINGS = {
     "first": (float, 0, 600),
     "chunk": (int, 1, 100_000),
     "words": (int, 0, 200_000),
+    "fails": (int, 1, 1000),
+    "retry_after": (int, 0, 3600),
 }
 DIRECTIVE_PATTERN = re.compile(r"\[\[sim\b(?P<settings>[^\]]*)\]\]")
 TAG_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -167,6 +171,8 @@ class ReplySettings:
     words: int = 0
     tag: str | None = None
     fault: str | None = None
+    fails: int | None = None
+    retry_after: int | None = None
 
 
 @dataclass(frozen=True)
@@ -439,9 +445,13 @@ def parse_chat_request(body, config):
     overrides = clean_settings({**body_settings, **directive_settings})
     settings = replace(defaults, **overrides)
 
-    if settings.fault in faults.HTTP_FAULTS:
-        prompt_tokens = estimate_prompt_tokens(messages)
-        raise faults.http_error(settings.fault, prompt_tokens, RequestError)
+    if settings.fault in faults.HTTP_FAULTS and settings.fails is None:
+        raise faults.http_error(
+            settings.fault,
+            estimate_prompt_tokens(messages),
+            RequestError,
+            settings.retry_after,
+        )
 
     stream_options = body.get("stream_options")
     include_usage = (
@@ -636,6 +646,8 @@ class SimulatorHandler(BaseHTTPRequestHandler):
             if isinstance(script, RequestError):
                 raise script
             chat = None if script else parse_chat_request(body, self.simulator.config)
+            if chat is not None:
+                chat = self.simulator.fail_first_requests(chat, body)
         except RequestError as error:
             stats.count("rejected")
             self._log_chat(body, "-", f"rejected {error.status}")
@@ -961,6 +973,8 @@ class SimulatorServer:
         self.stopping = threading.Event()
         self._scripts = deque()
         self._scripts_lock = threading.Lock()
+        self._failures = {}
+        self._failures_lock = threading.Lock()
         self._thread = None
         self._httpd = _SimulatorHTTPServer((host, port), self)
 
@@ -984,6 +998,33 @@ class SimulatorServer:
 
     def reset_stats(self):
         self.stats_recorder.reset()
+
+    def fail_first_requests(self, chat, body):
+        """Raise the HTTP fault of a `fails=N` request, for its first N times.
+
+        Requests count as the same when their messages are; after the Nth
+        failure the request is answered as if it had asked for no fault.
+        """
+        settings = chat.settings
+        if settings.fault not in faults.HTTP_FAULTS:
+            return chat
+
+        key = (settings.fault, json.dumps(body.get("messages"), sort_keys=True))
+        with self._failures_lock:
+            failed = self._failures.get(key, 0)
+            if failed < settings.fails:
+                self._failures[key] = failed + 1
+                if len(self._failures) > RECENT_LIMIT:
+                    # Requests that never came back; forget the oldest.
+                    del self._failures[next(iter(self._failures))]
+                raise faults.http_error(
+                    settings.fault,
+                    chat.prompt_tokens,
+                    RequestError,
+                    settings.retry_after,
+                )
+            del self._failures[key]
+        return replace(chat, settings=replace(settings, fault=None))
 
     def queue_events(self, events, framing="data"):
         """Answer a coming chat request with these events, sent verbatim.

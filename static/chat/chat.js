@@ -153,6 +153,12 @@
       this.update();
       return;
     }
+    if (event.kind === "busy") {
+      // Live only: the server answered 429 or 503 and the reply will ask again.
+      this.busy = event;
+      this.update();
+      return;
+    }
     if (event.kind === "render") {
       // Live only, numbered like the last text it includes.
       if (event.seq === this.seq && event.chars <= this.answer.length) {
@@ -162,6 +168,7 @@
     }
     if (event.seq <= this.seq) return;
     this.seq = event.seq;
+    this.busy = null;
 
     switch (event.kind) {
       case "status":
@@ -250,6 +257,14 @@
   };
 
   ReplyView.prototype.waitingText = function () {
+    if (this.busy && this.status === "streaming") {
+      return t("busy.retry", {
+        status: this.busy.status_code,
+        seconds: Math.max(1, Math.ceil(this.busy.seconds)),
+        attempt: this.busy.attempt,
+        attempts: this.busy.attempts,
+      });
+    }
     if (this.status !== "queued" || !this.queuePosition) return t("queued");
     var text = t("queue.position", { position: this.queuePosition });
     if (this.queueEta !== null && this.queueEta !== undefined) {

@@ -174,6 +174,8 @@ def _running_app(simulator, data_dir, port, extra_env=None):
         CELERY_QUEUE=f"browser-{uuid.uuid4().hex[:8]}",
         CHANNELS_PREFIX=f"browser-{uuid.uuid4().hex[:8]}",
         USING_SIMULATOR="1",
+        # One more try after a 429 or 503, so that the fault tests end soon.
+        MODEL_API_BUSY_RETRIES="1",
     )
     env.update(extra_env or {})
     database = None

@@ -110,22 +110,43 @@ def test_it_never_runs_script_from_model_output(page, simulator):
     assert page.dialogs == []
 
 
-def test_it_explains_a_busy_backend_and_keeps_the_question(page, simulator):
+def test_it_explains_a_busy_backend_and_keeps_the_question(page):
     sign_in(page)
-    simulator.queue_error(429, "Too many requests, slow down")
-    send(page, "这个问题会遇到限流")
+    # Refused twice: the first request and the app's one retry; the user's
+    # retry is the third and gets through.
+    send(page, "这个问题会遇到限流 [[sim fault=http429 fails=2 retry_after=0]]")
 
     page.wait_for_selector("article.message.assistant[data-status=error]")
     reply = last_reply(page)
     note = reply.locator(".status-note").inner_text()
-    assert "429" in note and "Too many requests" in note
+    assert "429" in note and "Rate limit reached" in note
     assert reply.locator(".answer").is_hidden()
     assert (
-        page.locator("article.message.user").last.inner_text() == "这个问题会遇到限流"
+        page.locator("article.message.user")
+        .last.inner_text()
+        .startswith("这个问题会遇到限流")
     )
 
     reply.locator("button.retry-same").click()
     page.wait_for_selector("article.message.assistant[data-status=stop]")
+    assert last_reply(page).locator(".answer").inner_text()
+
+
+def test_it_counts_down_to_asking_a_busy_backend_again(page):
+    sign_in(page)
+    send(page, "稍后再试 [[sim fault=http503 fails=1 retry_after=3]]")
+
+    waiting = last_reply(page).locator(".waiting")
+    page.wait_for_function(
+        "el => el.textContent.includes('503')", arg=waiting.element_handle()
+    )
+    notice = waiting.inner_text()
+    assert "繁忙" in notice and "1" in notice
+    seconds = int(re.search(r"(\d+) 秒", notice).group(1))
+    assert 1 <= seconds <= 4
+
+    wait_for_end(page)
+    assert last_reply(page).get_attribute("data-status") == "stop"
     assert last_reply(page).locator(".answer").inner_text()
 
 
@@ -212,7 +233,7 @@ def test_it_tells_every_fault_apart_in_both_languages(page):
     sign_in(page)
     notes = {}
     for count, fault in enumerate(BROWSER_FAULTS, start=1):
-        send(page, f"{fault} [[sim fault={fault} delay=0.005]]")
+        send(page, f"{fault} [[sim fault={fault} delay=0.005 retry_after=0]]")
         page.wait_for_function(
             "n => document.querySelectorAll('article.message.assistant').length === n",
             arg=count,

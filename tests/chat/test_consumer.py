@@ -266,7 +266,7 @@ async def test_it_sends_the_final_state_of_a_reply_the_page_missed_the_end_of(
 async def test_it_retries_a_failed_reply_from_the_start(model_api):
     user = await database_sync_to_async(make_user)()
     communicator = await connect(user)
-    model_api.queue_error(503, "overloaded")
+    model_api.queue_error(500, "GPU worker crashed")
 
     await communicator.send_json_to(
         {"action": "send", "text": "hello", "model": "deepseek-r1"}

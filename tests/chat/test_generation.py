@@ -103,10 +103,14 @@ def test_it_sends_answers_only_one_system_message_and_alternating_roles(model_ap
         (401, "auth"),
         (429, "rate_limited"),
         (500, "server_error"),
-        (503, "server_error"),
+        (503, "overloaded"),
     ],
 )
-def test_it_ends_with_a_typed_error_when_the_backend_refuses(model_api, status, code):
+def test_it_ends_with_a_typed_error_when_the_backend_refuses(
+    settings, model_api, status, code
+):
+    # A busy answer (429, 503) is asked again; this test is about giving up.
+    settings.MODEL_API_BUSY_RETRIES = 0
     conversation = make_conversation(make_user())
     _, reply = queue_reply(conversation, "hello")
     model_api.queue_error(status, f"simulated failure {status}")
@@ -348,7 +352,7 @@ FAULT_OUTCOMES = {
     "http401": ("error", "auth", False),
     "http429": ("error", "rate_limited", False),
     "http500": ("error", "server_error", False),
-    "http503": ("error", "server_error", False),
+    "http503": ("error", "overloaded", False),
     "inband_error": ("error", "in_band", True),
     "openrouter_error": ("error", "in_band", True),
     "cut": ("incomplete", "", True),
@@ -360,8 +364,9 @@ FAULT_OUTCOMES = {
 
 
 @pytest.mark.parametrize("fault", sorted(FAULT_OUTCOMES))
-def test_it_ends_every_simulated_fault_in_its_own_state(model_api, fault):
+def test_it_ends_every_simulated_fault_in_its_own_state(settings, model_api, fault):
     """Each failure a real server shows, acted out over real HTTP."""
+    settings.MODEL_API_BUSY_RETRIES = 0
     status, code, keeps_text = FAULT_OUTCOMES[fault]
     conversation = make_conversation(make_user())
     _, reply = queue_reply(conversation, f"hello [[sim fault={fault}]]")
@@ -473,4 +478,94 @@ def test_it_cancels_a_queued_reply_without_calling_the_model(model_api):
 
     waiting.refresh_from_db()
     assert waiting.status == Message.Status.STOPPED
+    assert model_api.stats["requests"] == 1
+
+
+def _record_live(monkeypatch, kind):
+    """The data of every live event of this kind any reply publishes."""
+    from chat.streams import ReplyPublisher
+
+    seen = []
+    original = ReplyPublisher.publish_live
+
+    def record(publisher, event_kind, **data):
+        if event_kind == kind:
+            seen.append(data)
+        original(publisher, event_kind, **data)
+
+    monkeypatch.setattr(ReplyPublisher, "publish_live", record)
+    return seen
+
+
+def test_it_asks_a_busy_server_again_no_sooner_than_it_says(monkeypatch, model_api):
+    """A 429 with Retry-After: 3 is waited out, then the reply streams whole."""
+    notices = _record_live(monkeypatch, "busy")
+    conversation = make_conversation(make_user())
+    _, reply = queue_reply(
+        conversation, "hello [[sim fault=http429 fails=1 retry_after=3]]"
+    )
+
+    generate_reply(reply.pk)
+
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.STOP and reply.error_code == ""
+    assert reply.content and reply.reasoning
+    assert model_api.stats["rejected"] == 1 and model_api.stats["completed"] == 1
+    # Without the header the first wait would be at most 2 s.
+    assert reply.queue_ms >= 3000
+    assert notices and {n["attempt"] for n in notices} == {1}
+    assert notices[0]["status_code"] == 429 and 3 <= notices[0]["seconds"] <= 4.3
+    assert notices[-1]["seconds"] < 1
+    # The wait is not part of the reply's own time.
+    assert reply.duration_ms < reply.queue_ms
+
+
+def test_it_gives_up_on_a_server_that_stays_busy(settings, monkeypatch, model_api):
+    settings.MODEL_API_BUSY_RETRIES = 2
+    notices = _record_live(monkeypatch, "busy")
+    conversation = make_conversation(make_user())
+    _, reply = queue_reply(conversation, "hello [[sim fault=http503 retry_after=0]]")
+
+    generate_reply(reply.pk)
+
+    reply.refresh_from_db()
+    assert (reply.status, reply.error_code) == ("error", "overloaded")
+    assert "overloaded" in reply.error_detail
+    assert model_api.stats["rejected"] == 3
+    assert {n["attempt"] for n in notices} == {1, 2}
+    assert {n["attempts"] for n in notices} == {2}
+
+
+def test_it_gives_up_at_once_on_a_server_asking_for_too_long_a_wait(
+    settings, model_api
+):
+    settings.MODEL_API_BUSY_MAX_WAIT = 10
+    conversation = make_conversation(make_user())
+    _, reply = queue_reply(conversation, "hello [[sim fault=http429 retry_after=600]]")
+
+    generate_reply(reply.pk)
+
+    reply.refresh_from_db()
+    assert (reply.status, reply.error_code) == ("error", "rate_limited")
+    assert model_api.stats["rejected"] == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stop_ends_the_wait_for_a_busy_server(monkeypatch, model_api):
+    notices = _record_live(monkeypatch, "busy")
+    conversation = make_conversation(make_user())
+    _, reply = queue_reply(
+        conversation, "hello [[sim fault=http503 fails=1 retry_after=30]]"
+    )
+    writer = threading.Thread(target=generate_reply, args=[reply.pk])
+    started = time.monotonic()
+    writer.start()
+    _wait_for(lambda: notices)
+
+    actions.request_stop(reply)
+    writer.join(timeout=10)
+
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.STOPPED
+    assert time.monotonic() - started < 10
     assert model_api.stats["requests"] == 1
