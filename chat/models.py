@@ -12,6 +12,15 @@ def new_stream_key():
     return uuid.uuid4().hex
 
 
+class ConversationQuerySet(models.QuerySet):
+    def visible(self):
+        """Conversations not in the bin: deleted ones wait there for an undo."""
+        return self.filter(deleted_at__isnull=True)
+
+    def in_sidebar_order(self):
+        return self.visible().order_by("-pinned", "-updated")
+
+
 class Conversation(models.Model):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -20,12 +29,21 @@ class Conversation(models.Model):
     )
     title = models.CharField(_("title"), max_length=200, blank=True)
     model = models.CharField(_("model"), max_length=200, blank=True)
+    pinned = models.BooleanField(_("pinned"), default=False)
+    # Set when the user deletes the conversation; it is hidden at once and
+    # purged for good once the undo window has passed (see chat.actions).
+    deleted_at = models.DateTimeField(null=True, blank=True)
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True, db_index=True)
 
+    objects = ConversationQuerySet.as_manager()
+
     class Meta:
         ordering = ["-updated"]
-        indexes = [models.Index(fields=["user", "-updated"])]
+        indexes = [
+            models.Index(fields=["user", "-updated"]),
+            models.Index(fields=["user", "-pinned", "-updated"]),
+        ]
 
     def __str__(self):
         return self.title or f"#{self.pk}"

@@ -92,6 +92,7 @@
     var self = this;
     this.node = el("article", "message assistant");
     this.node.dataset.messageId = this.id;
+    this.node.id = "message-" + this.id;
 
     this.panel = el("details", "reasoning");
     this.panelLabel = el("summary", "reasoning-label");
@@ -307,6 +308,7 @@
   function addQuestion(message) {
     var node = el("article", "message user");
     node.dataset.messageId = message.id;
+    node.id = "message-" + message.id;
     node.append(el("div", "question-text", message.content));
     els.messages.append(node);
   }
@@ -448,7 +450,30 @@
     link.href = conversation.url;
     link.dataset.conversationId = conversation.id;
     link.setAttribute("aria-current", "page");
-    els.list.prepend(link);
+    var today = todayGroup();
+    today.insertBefore(link, today.querySelector("a"));
+  }
+
+  /* The sidebar's "today" group, made after the pinned one if missing. */
+  function todayGroup() {
+    var group = els.list.querySelector('[data-group="today"]');
+    if (group) return group;
+    group = el("section", "conversation-group");
+    group.dataset.group = "today";
+    group.append(el("h2", "", t("today")));
+    var pinned = els.list.querySelector('[data-group="pinned"]');
+    els.list.insertBefore(group, pinned ? pinned.nextSibling : els.list.firstChild);
+    return group;
+  }
+
+  /* A search result links to #message-N: show that message, marked. */
+  function showLinkedMessage() {
+    var match = /^#message-(\d+)$/.exec(window.location.hash);
+    var node = match && document.getElementById("message-" + match[1]);
+    if (!node) return false;
+    node.classList.add("linked");
+    node.scrollIntoView({ block: "center" });
+    return true;
   }
 
   /* --------------------------------------------------------------- composer */
@@ -528,7 +553,7 @@
   }, 1000);
 
   pageData.messages.forEach(addMessage);
-  els.messages.scrollTop = els.messages.scrollHeight;
+  if (!showLinkedMessage()) els.messages.scrollTop = els.messages.scrollHeight;
   refreshStopButton();
   window.addEventListener("beforeunload", function () { state.leaving = true; });
   connect();
