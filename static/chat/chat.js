@@ -433,6 +433,7 @@
         input.value = message.conversation.url;
       });
       addToSidebar(message.conversation);
+      showToolbar(message.conversation);
     }
     if (message.client_token && message.client_token === state.pendingToken) {
       els.text.value = "";
@@ -452,6 +453,24 @@
     link.setAttribute("aria-current", "page");
     var today = todayGroup();
     today.insertBefore(link, today.querySelector("a"));
+  }
+
+  /* Point the hidden toolbar, drawn for conversation 0, at the new one. */
+  function showToolbar(conversation) {
+    var toolbar = document.querySelector("[data-conversation-toolbar]");
+    var from = "/c/0/";
+    var to = "/c/" + conversation.id + "/";
+    toolbar.querySelectorAll("form").forEach(function (form) {
+      form.setAttribute("action", form.getAttribute("action").replace(from, to));
+    });
+    toolbar.querySelectorAll("a").forEach(function (link) {
+      link.setAttribute("href", link.getAttribute("href").replace(from, to));
+    });
+    toolbar.querySelectorAll("input[name=next]").forEach(function (input) {
+      input.value = input.value.replace(from, to);
+    });
+    toolbar.querySelector("[data-rename-input]").value = conversation.title;
+    toolbar.hidden = false;
   }
 
   /* The sidebar's "today" group, made after the pinned one if missing. */

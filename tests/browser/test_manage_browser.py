@@ -1,0 +1,57 @@
+"""Finding, renaming, pinning, exporting and deleting a conversation, in Chromium."""
+
+import uuid
+
+import pytest
+
+from tests.browser.conftest import sign_in
+from tests.browser.test_chat_browser import send, wait_for_end
+
+pytestmark = pytest.mark.browser
+
+
+def test_it_finds_a_message_and_manages_its_conversation(page):
+    sign_in(page)
+    word = "Lyapunov" + uuid.uuid4().hex[:6]
+    send(page, f"What is a {word} function? [[sim delay=0.005]]")
+    wait_for_end(page)
+    conversation_url = page.url
+    # The toolbar of the conversation the question just made works at once.
+    page.fill("[data-rename-input]", "稳定性笔记")
+    page.click(".rename-form button")
+    page.wait_for_selector('[data-conversation-list] a[aria-current="page"]')
+    current = page.locator('[data-conversation-list] a[aria-current="page"]')
+    assert current.inner_text() == "稳定性笔记"
+    assert page.url == conversation_url
+
+    page.fill("[data-search-input]", word.lower())
+    page.press("[data-search-input]", "Enter")
+    # The question matches, and so may the answer that repeats its words.
+    results = page.locator("[data-search-result]")
+    assert results.count() in (1, 2)
+    result = results.last
+    assert result.locator("mark").first.inner_text() == word
+    result.locator("a").click()
+    page.wait_for_selector("article.message.linked")
+    assert page.url.startswith(conversation_url)
+    assert page.input_value("[data-rename-input]") == "稳定性笔记"
+
+    page.click("[data-pin]")
+    pinned = page.locator('[data-group="pinned"] a[aria-current="page"]')
+    pinned.wait_for()
+    assert "稳定性笔记" in pinned.inner_text()
+
+    page.click(".export-menu summary")
+    with page.expect_download() as download_info:
+        page.click("[data-export-markdown]")
+    exported = open(download_info.value.path(), encoding="utf-8").read()
+    assert exported.startswith("# 稳定性笔记")
+    assert word in exported
+
+    page.click("[data-delete]")
+    page.wait_for_selector("[data-undo-delete]")
+    assert page.locator('[data-conversation-list] a:has-text("稳定性笔记")').count() == 0
+    page.click("[data-undo-delete]")
+    page.wait_for_selector("[data-rename-input]")
+    assert page.input_value("[data-rename-input]") == "稳定性笔记"
+    assert word in page.locator("article.message.user").first.inner_text()
