@@ -178,6 +178,7 @@ def _ui_strings():
         ),
         "copy": _("Copy"),
         "copied": _("Copied"),
+        "copyMarkdown": _("Copy as Markdown"),
         "status.stopped": _("Stopped. The text so far is kept."),
         "status.length_in_reasoning": _(
             "The model reached its output limit while still thinking, so there "

@@ -117,10 +117,25 @@
     this.largerButton = this.actionButton("retry.larger_limit", "larger_limit");
     this.trimButton = this.actionButton("retry.trim_history", "trim_history");
     this.warning = el("div", "warning-note");
+    this.copyButton = el("button", "copy-answer", t("copyMarkdown"));
+    this.copyButton.type = "button";
+    this.copyButton.addEventListener("click", function () { self.copyAnswer(); });
 
     this.node.append(
-      this.panel, this.waiting, this.answerNode, this.note, this.warning, this.actions
+      this.panel, this.waiting, this.answerNode, this.note, this.warning, this.actions,
+      this.copyButton
     );
+  };
+
+  /* The answer as the model wrote it: Markdown, with math and code as source. */
+  ReplyView.prototype.copyAnswer = function () {
+    var button = this.copyButton;
+    var clipboard = window.navigator.clipboard;
+    if (!clipboard) return;
+    clipboard.writeText(this.answer).then(function () {
+      button.textContent = t("copied");
+      window.setTimeout(function () { button.textContent = t("copyMarkdown"); }, 1500);
+    });
   };
 
   ReplyView.prototype.actionButton = function (label, mode) {
@@ -254,6 +269,7 @@
     this.actions.hidden = open || RETRYABLE.indexOf(this.status) === -1;
     this.largerButton.hidden = !this.canExtend;
     this.trimButton.hidden = TOO_LONG_CODES.indexOf(this.errorCode) === -1;
+    this.copyButton.hidden = open || !hasAnswer;
     refreshStopButton();
   };
 
@@ -550,10 +566,32 @@
       submit();
     }
   });
-  els.stop.addEventListener("click", function () {
+  function stopOpenReplies() {
     openReplies().forEach(function (view) {
       sendAction({ action: "stop", message_id: view.id });
     });
+  }
+
+  els.stop.addEventListener("click", stopOpenReplies);
+
+  // Shortcuts, as in the chat tools researchers already use: Ctrl+Shift+O a
+  // new chat, Shift+Esc the composer, Ctrl+K search, Esc stops a reply.
+  document.addEventListener("keydown", function (event) {
+    var mod = event.ctrlKey || event.metaKey;
+    var key = event.key.toLowerCase();
+    if (mod && event.shiftKey && key === "o") {
+      event.preventDefault();
+      window.location.href = document.querySelector("[data-new-chat]").href;
+    } else if (event.shiftKey && event.key === "Escape") {
+      event.preventDefault();
+      els.text.focus();
+    } else if (mod && !event.shiftKey && key === "k") {
+      event.preventDefault();
+      document.querySelector("[data-search-input]").focus();
+    } else if (event.key === "Escape" && openReplies().length > 0) {
+      event.preventDefault();
+      stopOpenReplies();
+    }
   });
 
   // The thinking timer in an open panel ticks once a second. A reply that
@@ -570,6 +608,13 @@
     });
     if (quiet) watch();
   }, 1000);
+
+  // On a phone the sidebar slides over the conversation.
+  var sidebarToggle = document.querySelector("[data-sidebar-toggle]");
+  sidebarToggle.addEventListener("click", function () {
+    var open = document.body.classList.toggle("sidebar-open");
+    sidebarToggle.setAttribute("aria-expanded", String(open));
+  });
 
   pageData.messages.forEach(addMessage);
   if (!showLinkedMessage()) els.messages.scrollTop = els.messages.scrollHeight;

@@ -1,6 +1,7 @@
 """Finding, renaming, pinning, exporting and deleting a conversation, in Chromium."""
 
 import uuid
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -55,3 +56,53 @@ def test_it_finds_a_message_and_manages_its_conversation(page):
     page.wait_for_selector("[data-rename-input]")
     assert page.input_value("[data-rename-input]") == "稳定性笔记"
     assert word in page.locator("article.message.user").first.inner_text()
+
+
+def test_it_copies_a_whole_answer_as_markdown(page):
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    sign_in(page)
+    send(page, "Explain with a formula and code [[sim delay=0.002]]")
+    wait_for_end(page)
+
+    page.locator("article.message.assistant .copy-answer").last.click()
+
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert "$$" in copied and "```" in copied
+    assert "<span" not in copied
+
+
+def test_it_answers_the_keyboard_shortcuts(page):
+    sign_in(page)
+    page.keyboard.press("Control+K")
+    assert page.evaluate("document.activeElement.name") == "q"
+    page.keyboard.press("Shift+Escape")
+    assert page.evaluate("document.activeElement.name") == "text"
+
+    send(page, "Write at length [[sim delay=0.2 words=400]]")
+    page.wait_for_selector("[data-stop]:not([hidden])")
+    page.locator("[data-composer-text]").blur()
+    page.keyboard.press("Escape")
+    page.wait_for_selector('article.message.assistant[data-status="stopped"]')
+
+    page.keyboard.press("Control+Shift+O")
+    page.wait_for_url(lambda url: urlsplit(url).path == "/")
+    assert page.locator("[data-welcome]").is_visible()
+
+
+def test_it_fits_a_phone_with_the_sidebar_behind_a_button(browser, live_app):
+    context = browser.new_context(
+        base_url=live_app, locale="zh-CN", viewport={"width": 390, "height": 800}
+    )
+    page = context.new_page()
+    sign_in(page)
+    new_chat = page.locator("[data-new-chat]")
+
+    assert not new_chat.is_visible() or new_chat.bounding_box()["x"] < 0
+    page.click("[data-sidebar-toggle]")
+    page.wait_for_function(
+        "document.querySelector('[data-new-chat]').getBoundingClientRect().x >= 0"
+    )
+    assert page.get_attribute("[data-sidebar-toggle]", "aria-expanded") == "true"
+    composer = page.locator("[data-composer-text]").bounding_box()
+    assert composer["x"] >= 0 and composer["x"] + composer["width"] <= 390
+    context.close()
