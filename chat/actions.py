@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from assistant.eventlog import get_event_log
 from assistant.models import ModelProfile
-from chat.models import Conversation, Message, new_stream_key
+from chat.models import Conversation, Message, SharedLink, new_stream_key
 from chat.prompt import larger_limit
 
 logger = logging.getLogger(__name__)
@@ -148,3 +148,15 @@ def purge_deleted(user=None, now=None):
     if count:
         logger.info("purged %s rows of conversations deleted before %s", count, cutoff)
     return count
+
+
+def share_conversation(conversation):
+    """The conversation's read-only link, made if it has none."""
+    link = conversation.shared_links.active().first()
+    if link is None:
+        link = SharedLink.objects.create(conversation=conversation)
+    return link
+
+
+def revoke_shares(conversation):
+    conversation.shared_links.active().update(revoked_at=timezone.now())

@@ -1,3 +1,4 @@
+import secrets
 import uuid
 
 from django.conf import settings
@@ -143,3 +144,41 @@ class Message(models.Model):
     def stop_key(self):
         """The cache key whose presence asks the worker to stop this reply."""
         return f"chat:stop:{self.stream_key}"
+
+
+def new_share_token():
+    return secrets.token_urlsafe(24)
+
+
+class SharedLinkQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(
+            revoked_at__isnull=True, conversation__deleted_at__isnull=True
+        )
+
+
+class SharedLink(models.Model):
+    """A read-only link to a conversation, for colleagues who are signed in.
+
+    The token is the only secret: whoever holds the link and can sign in to
+    the app may read the conversation as it stands now, until the owner
+    revokes it. Nobody but the owner can write to the conversation.
+    """
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="shared_links"
+    )
+    token = models.CharField(max_length=64, unique=True, default=new_share_token)
+    created = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = SharedLinkQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self):
+        return f"share of {self.conversation_id}"
+
+    def get_absolute_url(self):
+        return reverse("chat-shared", args=[self.token])

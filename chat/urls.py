@@ -9,6 +9,9 @@ urlpatterns = [
     path("c/<int:pk>/pin/", views.pin, name="chat-pin"),
     path("c/<int:pk>/delete/", views.delete, name="chat-delete"),
     path("c/<int:pk>/restore/", views.restore, name="chat-restore"),
+    path("c/<int:pk>/share/", views.share, name="chat-share"),
+    path("c/<int:pk>/unshare/", views.unshare, name="chat-unshare"),
+    path("s/<str:token>/", views.shared, name="chat-shared"),
     path(
         "c/<int:pk>/export.md",
         views.export,

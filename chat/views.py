@@ -9,6 +9,7 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
@@ -16,7 +17,7 @@ from assistant import failures
 from assistant.catalog import offered_models
 from assistant.models import ModelProfile
 from chat import actions, exports, search
-from chat.models import Conversation, Message
+from chat.models import Conversation, Message, SharedLink
 from chat.prompt import can_extend
 from chat.rendering import render_markdown
 
@@ -54,6 +55,7 @@ def _room(request, conversation):
 
     context = {
         "conversation": conversation,
+        "shared_link": _active_share(request, conversation),
         "undo_conversation_id": request.session.pop(UNDO_SESSION_KEY, None),
         "conversation_groups": group_by_date(
             request.user.conversations.in_sidebar_order()[:SIDEBAR_CONVERSATIONS]
@@ -69,6 +71,15 @@ def _room(request, conversation):
         },
     }
     return render(request, "chat/room.html", context)
+
+
+def _active_share(request, conversation):
+    if conversation is None:
+        return None
+    link = conversation.shared_links.active().first()
+    if link is None:
+        return None
+    return {"url": request.build_absolute_uri(link.get_absolute_url())}
 
 
 def group_by_date(conversations, now=None):
@@ -267,6 +278,47 @@ def restore(request, pk):
     )
     actions.restore_conversation(conversation)
     return redirect(conversation)
+
+
+@require_POST
+@login_required
+def share(request, pk):
+    conversation = _get_conversation_for_user(request, pk)
+    actions.share_conversation(conversation)
+    return redirect(conversation)
+
+
+@require_POST
+@login_required
+def unshare(request, pk):
+    conversation = _get_conversation_for_user(request, pk)
+    actions.revoke_shares(conversation)
+    flash.info(request, _("The link no longer opens this conversation."))
+    return redirect(conversation)
+
+
+@login_required
+def shared(request, token):
+    """A conversation someone shared, read-only, for any signed-in user."""
+    link = get_object_or_404(
+        SharedLink.objects.active().select_related("conversation__user"),
+        token=token,
+    )
+    conversation = link.conversation
+    context = {
+        "conversation": conversation,
+        "owner": conversation.user,
+        "messages": [_shared_message(m) for m in conversation.messages.all()],
+    }
+    return render(request, "chat/shared.html", context)
+
+
+def _shared_message(message):
+    html = ""
+    if message.role == Message.Role.ASSISTANT:
+        # render_markdown sanitises with bleach; what it returns is safe.
+        html = mark_safe(render_markdown(message.content))
+    return {"message": message, "html": html}
 
 
 @login_required

@@ -5,7 +5,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.browser.conftest import sign_in
+from tests.browser.conftest import live_manage, sign_in
 from tests.browser.test_chat_browser import send, wait_for_end
 
 pytestmark = pytest.mark.browser
@@ -106,3 +106,33 @@ def test_it_fits_a_phone_with_the_sidebar_behind_a_button(browser, live_app):
     composer = page.locator("[data-composer-text]").bounding_box()
     assert composer["x"] >= 0 and composer["x"] + composer["width"] <= 390
     context.close()
+
+
+def test_it_shares_a_read_only_link_a_colleague_can_open(page, browser, live_app):
+    live_manage(
+        live_app,
+        "shell",
+        "-c",
+        "from django.contrib.auth.models import User; "
+        "User.objects.filter(username='colleague').exists() or "
+        "User.objects.create_user('colleague', password='colleague-pass-7')",
+    )
+    sign_in(page)
+    send(page, "Share this derivation $a^2+b^2$ [[sim delay=0.002]]")
+    wait_for_end(page)
+    page.click("[data-share-menu]")
+    page.click("[data-share]")
+    page.click("[data-share-menu]")
+    url = page.input_value("[data-share-url]")
+
+    colleague = browser.new_context(base_url=live_app, locale="zh-CN").new_page()
+    sign_in(colleague, username="colleague", password="colleague-pass-7")
+    colleague.goto(url)
+    colleague.locator("[data-shared-answer] .katex").first.wait_for()
+    assert colleague.locator("[data-composer-text]").count() == 0
+    assert "Share this derivation" in colleague.locator(".question-text").inner_text()
+
+    page.click("[data-unshare]")
+    page.wait_for_selector("[data-share]", state="attached")
+    assert colleague.goto(url).status == 404
+    colleague.context.close()
