@@ -106,7 +106,8 @@ def _enqueue(reply_id):
 
 def rename_conversation(conversation, title):
     conversation.title = title
-    conversation.save(update_fields=["title", "updated"])
+    conversation.title_is_auto = False
+    conversation.save(update_fields=["title", "title_is_auto", "updated"])
 
 
 def set_pinned(conversation, pinned):

@@ -152,6 +152,15 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def reply_events(self, message):
         await self.send_json({"type": "replies", "events": message["events"]})
 
+    async def conversation_renamed(self, message):
+        await self.send_json(
+            {
+                "type": "renamed",
+                "conversation_id": message["conversation_id"],
+                "title": message["title"],
+            }
+        )
+
     async def session_ended(self, message):
         await self.close(code=CLOSE_UNAUTHENTICATED)
 

@@ -29,6 +29,9 @@ class Conversation(models.Model):
         related_name="conversations",
     )
     title = models.CharField(_("title"), max_length=200, blank=True)
+    # The app's title (the first words, then the model's suggestion) until
+    # the user gives one; a user's title is never replaced.
+    title_is_auto = models.BooleanField(default=True)
     model = models.CharField(_("model"), max_length=200, blank=True)
     pinned = models.BooleanField(_("pinned"), default=False)
     # Set when the user deletes the conversation; it is hidden at once and

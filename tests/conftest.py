@@ -84,6 +84,9 @@ def celery_worker(simulator, django_db_setup, django_db_blocker):
     env["DATABASE_URL"] = _test_database_url()
     env["MODEL_API_BASE_URL"] = simulator.url
     env["STREAM_SAVE_INTERVAL"] = str(django_settings.STREAM_SAVE_INTERVAL)
+    # Replies this worker writes queue no titles; a test that wants one
+    # queues it from the test process (tests/chat/test_titling.py).
+    env["AUTO_TITLES"] = "false"
     process = subprocess.Popen(
         [
             sys.executable,
@@ -146,6 +149,12 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     open there would stop the test database from being dropped at the end.
     """
     django_settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+
+
+@pytest.fixture(autouse=True)
+def no_auto_titles(settings):
+    """A reply queues no title request unless its test asks for one."""
+    settings.AUTO_TITLES = False
 
 
 @pytest.fixture(autouse=True)

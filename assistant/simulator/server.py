@@ -478,7 +478,9 @@ def _split(field, text, is_reasoning, size):
 def build_reply(chat):
     settings = chat.settings
     reasoning = replies.build_reasoning(chat.question)
-    answer = replies.build_answer(chat.question, settings.words)
+    answer = replies.build_title(chat.question)
+    if answer is None:
+        answer = replies.build_answer(chat.question, settings.words)
 
     if settings.format in FIELD_FORMATS:
         thinking = _split(settings.format, reasoning, True, settings.chunk)

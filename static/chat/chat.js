@@ -433,6 +433,8 @@
       }
     } else if (message.type === "posted") {
       handlePosted(message);
+    } else if (message.type === "renamed") {
+      showTitle(message.conversation_id, message.title);
     } else if (message.type === "refused") {
       showComposerError(t("refused." + message.code, message));
     }
@@ -469,6 +471,16 @@
     link.setAttribute("aria-current", "page");
     var today = todayGroup();
     today.insertBefore(link, today.querySelector("a"));
+  }
+
+  /* A title the model suggested, in the sidebar and the toolbar. */
+  function showTitle(conversationId, title) {
+    var link = els.list.querySelector('[data-conversation-id="' + conversationId + '"]');
+    if (link) link.textContent = title;
+    if (conversationId !== state.conversationId) return;
+    var input = document.querySelector("[data-rename-input]");
+    if (document.activeElement !== input) input.value = title;
+    document.title = title + " · " + document.title.split(" · ").pop();
   }
 
   /* Point the hidden toolbar, drawn for conversation 0, at the new one. */
