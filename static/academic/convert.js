@@ -185,10 +185,13 @@
       window.katex.render(tex, els.preview, {
         displayMode: true, throwOnError: true, trust: false, strict: "ignore"
       });
-      state.mathml = window.katex.renderToString(tex, {
+      // Word pastes a bare <math> element; KaTeX wraps it in a span.
+      var holder = document.createElement("div");
+      window.katex.render(tex, holder, {
         displayMode: true, output: "mathml", throwOnError: true, trust: false,
         strict: "ignore"
       });
+      state.mathml = holder.querySelector("math").outerHTML;
       els.copyMathml.hidden = false;
     } catch (error) {
       // Flagged, not hidden: the source stays in the box for the user to fix.
