@@ -9,7 +9,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_POST
 
-from academic import img2tex
+from academic import imaging, img2tex
 from academic.convert_forms import ConversionForm
 from academic.models import Conversion
 from academic.table_preview import preview_html
@@ -17,6 +17,8 @@ from academic.tasks import convert_image
 from assistant.catalog import offered_models
 
 HISTORY_LENGTH = 50
+# The form's other fields and the multipart boundaries around the image.
+FORM_OVERHEAD_BYTES = 64 * 1024
 
 ADJUSTMENT_LABELS = {
     "orientation": gettext_lazy("turned upright"),
@@ -66,6 +68,10 @@ def create(request):
     if not vision_models:
         return _refusal(str(img2tex.describe("no_vision_model")), status=503)
 
+    if _declared_length(request) > imaging.MAX_UPLOAD_BYTES + FORM_OVERHEAD_BYTES:
+        # Refused before Django spools the whole body to a temporary file.
+        return _refusal(str(imaging.MESSAGES["too_large_file"]), status=413)
+
     form = ConversionForm(request.POST, request.FILES, vision_models=vision_models)
     if not form.is_valid():
         return _refusal(" ".join(_first_errors(form)))
@@ -88,6 +94,13 @@ def image(request, pk):
     response = HttpResponse(bytes(conversion.image), content_type="image/png")
     response["Cache-Control"] = "private, max-age=86400"
     return response
+
+
+def _declared_length(request):
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 0
 
 
 def _refusal(message, status=400):

@@ -1,6 +1,8 @@
 """The vision-model path, end to end against the simulator over real HTTP."""
 
 import base64
+import threading
+import time
 
 import pytest
 from django.utils import translation
@@ -9,6 +11,7 @@ from academic import img2tex
 from academic.imaging import normalise
 from academic.models import Conversion
 from academic.tasks import convert_image
+from assistant.admission import INTERACTIVE, wait_for_slot
 from assistant.models import ModelProfile
 from tests.factories import make_user
 
@@ -198,3 +201,34 @@ def test_it_adds_only_the_delimiters_the_user_chose(wrapper, target, text):
     conversion.source = "x^2"
 
     assert conversion.output_text() == text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_waits_its_turn_in_the_same_queue_as_chat(settings, model_api, shared_dir):
+    """With the backend full, the conversion records its queue position."""
+    profile = ModelProfile.ensure(VISION_MODEL)
+    profile.concurrency_limit = 1
+    profile.save(update_fields=["concurrency_limit"])
+    conversion = make_conversion(shared_dir)
+    pool = f"{settings.MODEL_API_BASE_URL}|{VISION_MODEL}"
+    held = wait_for_slot(pool, "a-colleague", INTERACTIVE, capacity=1)
+    worker = threading.Thread(target=convert_image, args=[conversion.pk])
+
+    try:
+        worker.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            conversion.refresh_from_db()
+            if conversion.queue_position:
+                break
+            time.sleep(0.05)
+        assert conversion.queue_position == 1
+        assert conversion.status == Conversion.Status.QUEUED
+        assert model_api.stats["requests"] == 0
+    finally:
+        held.release()
+        worker.join(timeout=20)
+
+    conversion.refresh_from_db()
+    assert conversion.status == Conversion.Status.DONE
+    assert conversion.queue_position is None

@@ -160,3 +160,17 @@ def test_it_serves_the_owner_the_normalised_png(client, researcher, model_api):
 
 def test_it_refuses_get_on_create(client, researcher):
     assert client.get(reverse("academic-convert-create")).status_code == 405
+
+
+def test_it_refuses_an_oversized_upload_before_reading_it(
+    client, researcher, model_api
+):
+    response = client.post(
+        reverse("academic-convert-create"),
+        data=b"x" * 100,
+        content_type="multipart/form-data; boundary=x",
+        CONTENT_LENGTH=str(50 * 1024 * 1024),
+    )
+
+    assert response.status_code == 413
+    assert "10 MB" in response.json()["error"]

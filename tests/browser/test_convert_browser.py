@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from tests.browser.conftest import sign_in
+from tests.browser.conftest import live_manage, sign_in
 
 pytestmark = pytest.mark.browser
 
@@ -112,3 +112,29 @@ def test_it_explains_why_a_file_cannot_be_converted(page, tmp_path):
     error.wait_for(state="visible")
     assert re.search("不是转换器能读取的图片", error.inner_text())
     assert page.locator("[data-result]").is_hidden()
+
+
+def test_it_flags_a_formula_katex_cannot_render(page, live_app, shared_dir):
+    """A broken formula stays visible as source, with KaTeX's complaint."""
+    png = (shared_dir / "img2latex-eval/images/f01.png").read_bytes()
+    live_manage(
+        live_app,
+        "shell",
+        "-c",
+        "from django.contrib.auth.models import User;"
+        "from academic.models import Conversion;"
+        "Conversion.objects.create(owner=User.objects.get(username='demo'),"
+        " kind='formula', target='latex', image=bytes.fromhex("
+        f"'{png.hex()}'), image_width=196, image_height=51,"
+        " model='qwen2.5-vl-sim', status='done', source=r'\\frac{a}{')",
+    )
+    open_converter(page)
+
+    page.locator("[data-history] [data-conversion-id]").first.click()
+
+    flag = page.locator("[data-render-error]")
+    flag.wait_for(state="visible")
+    assert "KaTeX" in flag.inner_text()
+    assert page.input_value("[data-source]") == "\\frac{a}{"
+    assert page.locator("[data-preview]").inner_text() == "\\frac{a}{"
+    assert page.locator("[data-preview] .katex").count() == 0
