@@ -5,6 +5,7 @@ import threading
 import time
 
 import pytest
+from django.db import connections
 from django.utils import translation
 
 from academic import img2tex
@@ -212,7 +213,15 @@ def test_it_waits_its_turn_in_the_same_queue_as_chat(settings, model_api, shared
     conversion = make_conversion(shared_dir)
     pool = f"{settings.MODEL_API_BASE_URL}|{VISION_MODEL}"
     held = wait_for_slot(pool, "a-colleague", INTERACTIVE, capacity=1)
-    worker = threading.Thread(target=convert_image, args=[conversion.pk])
+
+    def run_in_worker_thread():
+        try:
+            convert_image(conversion.pk)
+        finally:
+            # As a Celery worker does after each task.
+            connections.close_all()
+
+    worker = threading.Thread(target=run_in_worker_thread)
 
     try:
         worker.start()
