@@ -5,12 +5,9 @@ from academic import imaging
 from academic.models import Conversion
 
 
-class ConversionForm(forms.Form):
-    """A picture to convert and the output wanted; `model` from the offered ones."""
+class ConversionOptionsForm(forms.Form):
+    """The output wanted; `model` is one of the offered vision models."""
 
-    image = forms.FileField(
-        error_messages={"required": imaging.MESSAGES["empty"]},
-    )
     kind = forms.ChoiceField(choices=Conversion.Kind.choices)
     target = forms.ChoiceField(choices=Conversion.Target.choices)
     wrapper = forms.ChoiceField(
@@ -22,15 +19,6 @@ class ConversionForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.vision_models = list(vision_models)
         self.fields["model"].choices = [(p.name, p.label) for p in self.vision_models]
-
-    def clean_image(self):
-        upload = self.cleaned_data["image"]
-        if upload.size > imaging.MAX_UPLOAD_BYTES:
-            raise forms.ValidationError(imaging.MESSAGES["too_large_file"])
-        try:
-            return imaging.normalise(upload.read())
-        except imaging.ImageRefused as refusal:
-            raise forms.ValidationError(refusal.message, code=refusal.code) from None
 
     def clean_model(self):
         # The first model that reads images, unless the user chose another.
@@ -48,20 +36,53 @@ class ConversionForm(forms.Form):
                     "MathML after the conversion."
                 ),
             )
-        if cleaned.get("kind") == Conversion.Kind.TABLE:
+        if cleaned.get("kind") == Conversion.Kind.TABLE or not cleaned.get("wrapper"):
             cleaned["wrapper"] = Conversion.Wrapper.NONE
         return cleaned
+
+    def options(self):
+        return {
+            name: self.cleaned_data[name]
+            for name in ("kind", "target", "wrapper", "model")
+        }
+
+    def save_again(self, earlier):
+        """A new conversion of an earlier one's picture, with these options."""
+        return Conversion.objects.create(
+            owner=earlier.owner,
+            image=earlier.image,
+            image_width=earlier.image_width,
+            image_height=earlier.image_height,
+            adjustments=earlier.adjustments,
+            **self.options(),
+        )
+
+
+class ConversionForm(ConversionOptionsForm):
+    """A picture to convert, checked and normalised, and the output wanted."""
+
+    image = forms.FileField(
+        error_messages={"required": imaging.MESSAGES["empty"]},
+    )
+
+    field_order = ["image"]
+
+    def clean_image(self):
+        upload = self.cleaned_data["image"]
+        if upload.size > imaging.MAX_UPLOAD_BYTES:
+            raise forms.ValidationError(imaging.MESSAGES["too_large_file"])
+        try:
+            return imaging.normalise(upload.read())
+        except imaging.ImageRefused as refusal:
+            raise forms.ValidationError(refusal.message, code=refusal.code) from None
 
     def save(self, owner):
         image = self.cleaned_data["image"]
         return Conversion.objects.create(
             owner=owner,
-            kind=self.cleaned_data["kind"],
-            target=self.cleaned_data["target"],
-            wrapper=self.cleaned_data["wrapper"] or Conversion.Wrapper.NONE,
             image=image.png,
             image_width=image.width,
             image_height=image.height,
             adjustments=list(image.steps),
-            model=self.cleaned_data["model"],
+            **self.options(),
         )

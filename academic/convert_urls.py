@@ -7,4 +7,5 @@ urlpatterns = [
     path("new/", convert_views.create, name="academic-convert-create"),
     path("<int:pk>/", convert_views.status, name="academic-convert-status"),
     path("<int:pk>/image/", convert_views.image, name="academic-convert-image"),
+    path("<int:pk>/again/", convert_views.again, name="academic-convert-again"),
 ]

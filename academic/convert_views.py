@@ -10,7 +10,7 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_POST
 
 from academic import imaging, img2tex
-from academic.convert_forms import ConversionForm
+from academic.convert_forms import ConversionForm, ConversionOptionsForm
 from academic.models import Conversion
 from academic.table_preview import preview_html
 from academic.tasks import convert_image
@@ -77,6 +77,27 @@ def create(request):
         return _refusal(" ".join(_first_errors(form)))
 
     conversion = form.save(owner=request.user)
+    return _started(conversion)
+
+
+@login_required
+@require_POST
+def again(request, pk):
+    """Convert a stored picture once more, with the options now chosen."""
+    earlier = get_object_or_404(Conversion, pk=pk, owner=request.user)
+    vision_models = _vision_models()
+    if not vision_models:
+        return _refusal(str(img2tex.describe("no_vision_model")), status=503)
+
+    form = ConversionOptionsForm(request.POST, vision_models=vision_models)
+    if not form.is_valid():
+        return _refusal(" ".join(_first_errors(form)))
+
+    conversion = form.save_again(earlier)
+    return _started(conversion)
+
+
+def _started(conversion):
     transaction.on_commit(lambda: convert_image.delay(conversion.pk))
     return JsonResponse(conversion_data(conversion), status=201)
 
@@ -133,6 +154,7 @@ def conversion_data(conversion):
         ],
         "imageUrl": reverse("academic-convert-image", args=[conversion.pk]),
         "statusUrl": reverse("academic-convert-status", args=[conversion.pk]),
+        "againUrl": reverse("academic-convert-again", args=[conversion.pk]),
     }
     if conversion.kind == Conversion.Kind.TABLE and conversion.source:
         data["previewHtml"] = preview_html(conversion.source, conversion.target)

@@ -40,7 +40,6 @@
   };
 
   var state = {
-    lastImage: null,
     shown: null,
     mathml: "",
     pollTimer: null
@@ -84,14 +83,20 @@
 
   function send(blob) {
     if (!blob) return;
-    state.lastImage = blob;
-    els.again.hidden = false;
-    showError("");
-    els.status.textContent = t("uploading");
-
     var body = new FormData(els.form);
     body.append("image", blob, blob.name || "pasted.png");
-    fetch(pageData.createUrl, {
+    start(pageData.createUrl, body);
+  }
+
+  function convertAgain() {
+    // The server kept the picture: only the options travel.
+    if (state.shown) start(state.shown.againUrl, new FormData(els.form));
+  }
+
+  function start(url, body) {
+    showError("");
+    els.status.textContent = t("uploading");
+    fetch(url, {
       method: "POST",
       body: body,
       headers: { "X-CSRFToken": csrfToken() },
@@ -143,6 +148,7 @@
   function show(conversion) {
     state.shown = conversion;
     els.result.hidden = false;
+    els.again.hidden = false;
     els.original.src = conversion.imageUrl;
     markCurrent(conversion.id);
 
@@ -292,7 +298,7 @@
     send(els.fileInput.files[0]);
     els.fileInput.value = "";
   });
-  els.again.addEventListener("click", function () { send(state.lastImage); });
+  els.again.addEventListener("click", convertAgain);
   els.form.addEventListener("change", syncOptions);
   els.form.addEventListener("submit", function (event) { event.preventDefault(); });
 

@@ -174,3 +174,52 @@ def test_it_refuses_an_oversized_upload_before_reading_it(
 
     assert response.status_code == 413
     assert "10 MB" in response.json()["error"]
+
+
+def test_it_converts_a_stored_picture_again_with_new_options(
+    client, researcher, model_api, django_capture_on_commit_callbacks
+):
+    earlier = Conversion.objects.create(
+        owner=researcher,
+        kind="formula",
+        target="latex",
+        image=formula_png(),
+        image_width=240,
+        image_height=60,
+        adjustments=["scaled_up"],
+        model="qwen2.5-vl-sim",
+        status="error",
+        error_code="no_formula",
+    )
+    url = reverse("academic-convert-again", args=[earlier.pk])
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = client.post(url, {"kind": "table", "target": "html"})
+
+    assert response.status_code == 201
+    again = Conversion.objects.get(pk=response.json()["id"])
+    assert (again.kind, again.target, again.wrapper) == ("table", "html", "none")
+    assert bytes(again.image) == formula_png()
+    assert again.adjustments == ["scaled_up"]
+    assert again.status == "queued"
+    assert len(callbacks) == 1
+
+
+def test_it_does_not_convert_a_colleagues_picture_again(client, researcher, model_api):
+    theirs = Conversion.objects.create(
+        owner=make_user("colleague"),
+        kind="formula",
+        target="latex",
+        image=formula_png(),
+        image_width=240,
+        image_height=60,
+        model="qwen2.5-vl-sim",
+    )
+
+    response = client.post(
+        reverse("academic-convert-again", args=[theirs.pk]),
+        {"kind": "formula", "target": "latex"},
+    )
+
+    assert response.status_code == 404
+    assert Conversion.objects.count() == 1

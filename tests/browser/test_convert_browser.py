@@ -86,6 +86,14 @@ def test_it_converts_a_pasted_table_and_a_dropped_formula(page, shared_dir):
     assert page.locator("[data-preview] table td[colspan='2']").count() == 1
     assert page.locator("[data-preview] table th").count() == 3
 
+    page.check("input[name=target][value=markdown]")
+    page.click("[data-convert-again]")
+    page.wait_for_function(
+        "() => document.querySelector('[data-source]').value.startsWith('|')"
+    )
+    wait_for_result(page)
+    assert page.locator("[data-preview] table th").count() == 3
+
     page.check("input[name=kind][value=formula]")
     assert page.locator("input[name=target][value=html]").is_disabled()
     page.select_option("[data-wrapper]", "inline")
