@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "channels",
     "assistant",
     "chat",
+    "academic",
 ]
 
 MIDDLEWARE = [

@@ -630,6 +630,9 @@
 
   pageData.messages.forEach(addMessage);
   if (!showLinkedMessage()) els.messages.scrollTop = els.messages.scrollHeight;
+  // Other pages ("send to chat") open a new chat with their text ready.
+  var prefill = new URLSearchParams(window.location.search).get("prefill");
+  if (prefill && !state.conversationId) els.text.value = prefill;
   refreshStopButton();
   window.addEventListener("beforeunload", function () { state.leaving = true; });
   connect();
