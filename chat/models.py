@@ -185,3 +185,39 @@ class SharedLink(models.Model):
 
     def get_absolute_url(self):
         return reverse("chat-shared", args=[self.token])
+
+
+class Attachment(models.Model):
+    """A file a user attached to a question: its extracted text goes into the
+    prompt after what they typed, and the question shows its name."""
+
+    class Kind(models.TextChoices):
+        TEXT = "text", _("text")
+        MARKDOWN = "markdown", _("Markdown")
+        LATEX = "latex", _("LaTeX")
+        PDF = "pdf", _("PDF")
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="chat_attachments",
+    )
+    # Empty from the upload until the question it was attached to is sent.
+    message = models.ForeignKey(
+        Message,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="attachments",
+    )
+    name = models.CharField(max_length=255)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    text = models.TextField()
+    size_bytes = models.PositiveIntegerField()
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created", "id"]
+
+    def __str__(self):
+        return self.name
