@@ -63,10 +63,11 @@ class ModelProfile(models.Model):
     starts_in_reasoning = models.BooleanField(
         _("chat template opens <think>"),
         default=False,
+        # Admin shows help texts as HTML, so the tags are not written here.
         help_text=_(
             "Tick when the server's chat template already writes the opening "
-            "<think>, so the stream begins inside the reasoning and only "
-            "</think> arrives."
+            "think tag, so the stream begins inside the reasoning and only "
+            "the closing tag arrives."
         ),
     )
     context_window = models.PositiveIntegerField(_("context window (tokens)"))

@@ -48,6 +48,8 @@ class Conversation(models.Model):
             models.Index(fields=["user", "-updated"]),
             models.Index(fields=["user", "-pinned", "-updated"]),
         ]
+        verbose_name = _("conversation")
+        verbose_name_plural = _("conversations")
 
     def __str__(self):
         return self.title or f"#{self.pk}"
@@ -135,6 +137,8 @@ class Message(models.Model):
     class Meta:
         ordering = ["created", "id"]
         indexes = [models.Index(fields=["conversation", "created"])]
+        verbose_name = _("message")
+        verbose_name_plural = _("messages")
 
     def __str__(self):
         return f"{self.role} #{self.pk}"
@@ -179,6 +183,8 @@ class SharedLink(models.Model):
 
     class Meta:
         ordering = ["-created"]
+        verbose_name = _("shared link")
+        verbose_name_plural = _("shared links")
 
     def __str__(self):
         return f"share of {self.conversation_id}"
@@ -218,6 +224,8 @@ class Attachment(models.Model):
 
     class Meta:
         ordering = ["created", "id"]
+        verbose_name = _("attachment")
+        verbose_name_plural = _("attachments")
 
     def __str__(self):
         return self.name
