@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "channels",
     "assistant",
     "chat",
+    "academic",
 ]
 
 MIDDLEWARE = [
@@ -259,6 +260,7 @@ LOGGING = {
     "loggers": {
         "assistant": {"level": LOG_LEVEL},
         "chat": {"level": LOG_LEVEL},
+        "academic": {"level": LOG_LEVEL},
         "celery": {"level": "WARNING"},
         # The in-memory broker of the embedded worker has no host name, which
         # kombu warns about on every connection.

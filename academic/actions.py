@@ -1,0 +1,139 @@
+"""Starting, cancelling and reviewing polish jobs: the writes that touch
+several rows or reach beyond the database (the task queue, the stop key)."""
+
+import logging
+import math
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+
+from academic import prompts
+from academic.chunking import split_into_chunks
+from academic.masking import mask_document
+from academic.models import NEWLINE_CHOICE, ChangeDecision, PolishChunk, PolishJob
+from assistant.models import ModelProfile
+from chat.prompt import SAFETY_MARGIN, estimate_tokens
+
+logger = logging.getLogger(__name__)
+
+# Chunks are kept well below what the model could take: a failed chunk costs
+# less to retry, many chunks run side by side, and the review shows results
+# sooner. Measured in estimated tokens of the masked text.
+CHUNK_TOKEN_CEILING = 1200
+CHUNK_TOKEN_FLOOR = 64
+# Room in the prompt for a glossary and the reason a first answer failed.
+PROMPT_ALLOWANCE = 400
+# Output tokens per input token: a translation into Chinese runs longer in
+# tokens than its English source, an edit about as long as its input.
+OUTPUT_RATIO = {PolishJob.Task.TRANSLATE_EN_ZH: 1.6}
+DEFAULT_OUTPUT_RATIO = 1.25
+STOP_KEY_SECONDS = 7 * 24 * 3600
+
+
+def chunk_budget(profile, task):
+    """The most estimated tokens one chunk of a `task` job may hold.
+
+    The answer must fit the model's output cap and, with the prompt, its
+    context; a reasoning model also needs room to think before it answers.
+    """
+    ratio = OUTPUT_RATIO.get(task, DEFAULT_OUTPUT_RATIO)
+    overhead = _prompt_overhead(task) + PROMPT_ALLOWANCE
+    thinking = settings.REASONING_MIN_OUTPUT_TOKENS if profile.is_reasoning else 0
+
+    limits = [
+        CHUNK_TOKEN_CEILING,
+        profile.input_limit - overhead,
+        (profile.max_output_tokens - thinking) / ratio,
+        (profile.context_window - overhead - thinking - SAFETY_MARGIN) / (1 + ratio),
+    ]
+    return max(CHUNK_TOKEN_FLOOR, math.floor(min(limits)))
+
+
+def _prompt_overhead(task):
+    empty = prompts.ChunkRequest(
+        task=task, preset=PolishJob.Preset.JOURNAL, glossary="", masked_chunk=""
+    )
+    return estimate_tokens(prompts.build_messages(empty))
+
+
+def start_job(owner, decoded, fields):
+    """Create a job for the DecodedText `decoded`, cut it into chunks and
+    queue a task for each.
+
+    `fields` holds task, preset, glossary, model, source_kind and file_name.
+    """
+    from academic.tasks import polish_chunk
+
+    masked = mask_document(decoded.text, fields["source_kind"])
+    profile = ModelProfile.ensure(fields["model"])
+    budget = chunk_budget(profile, fields["task"])
+    budget -= _glossary_tokens(fields.get("glossary", ""))
+    pieces = split_into_chunks(masked.text, max(CHUNK_TOKEN_FLOOR, budget))
+
+    with transaction.atomic():
+        job = PolishJob.objects.create(
+            owner=owner,
+            encoding=decoded.encoding,
+            has_bom=decoded.bom,
+            newline=NEWLINE_CHOICE[decoded.newline],
+            source_text=decoded.text,
+            protected={str(n): text for n, text in masked.originals.items()},
+            **fields,
+        )
+        chunks = PolishChunk.objects.bulk_create(
+            PolishChunk(
+                job=job,
+                position=position,
+                original_text=masked.restore(piece),
+                masked_text=piece,
+            )
+            for position, piece in enumerate(pieces)
+        )
+        chunk_ids = [chunk.pk for chunk in chunks]
+        transaction.on_commit(
+            lambda: [polish_chunk.delay(chunk_id) for chunk_id in chunk_ids]
+        )
+
+    logger.info("job %s: %s chunks of at most %s tokens", job.pk, len(pieces), budget)
+    if not pieces:
+        job.finish_if_complete()
+    return job
+
+
+def _glossary_tokens(glossary):
+    # The glossary goes into every chunk's prompt; beyond the allowance it
+    # takes room from the chunk.
+    extra = estimate_tokens([{"content": glossary}]) - PROMPT_ALLOWANCE // 2
+    return max(0, extra)
+
+
+def cancel_job(job):
+    """Stop the job: queued chunks end now, running ones at their next poll."""
+    cache.set(job.stop_key, True, STOP_KEY_SECONDS)
+    PolishJob.objects.filter(pk=job.pk, status=PolishJob.Status.RUNNING).update(
+        status=PolishJob.Status.CANCELLED
+    )
+    job.refresh_from_db(fields=["status"])
+    job.chunks.filter(status=PolishChunk.Status.QUEUED).update(
+        status=PolishChunk.Status.KEPT, failure_code="cancelled"
+    )
+
+
+def decide(chunk, change_index, accepted):
+    """Record the author's decision on one change of `chunk`."""
+    ChangeDecision.objects.update_or_create(
+        chunk=chunk, change_index=change_index, defaults={"accepted": accepted}
+    )
+
+
+def decide_all(job, accepted):
+    """Accept or reject every change of every finished chunk of `job`."""
+    rows = [
+        ChangeDecision(chunk=chunk, change_index=change.index, accepted=accepted)
+        for chunk in job.chunks.filter(status=PolishChunk.Status.DONE)
+        for change in chunk.changes()
+    ]
+    with transaction.atomic():
+        ChangeDecision.objects.filter(chunk__job=job).delete()
+        ChangeDecision.objects.bulk_create(rows)

@@ -1,0 +1,303 @@
+"""A polish, grammar or translation job: the document, its chunks as the
+model returned them, and the author's decision on each change.
+
+Everything the review page shows is derived from these rows, so a reload,
+or a return days later, shows the same review.
+"""
+
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from academic import diffing, encoding
+
+STOP_KEY_PREFIX = "academic:stop:"
+QUEUE_KEY_PREFIX = "academic:queue:"
+
+
+class PolishJob(models.Model):
+    class Task(models.TextChoices):
+        POLISH = "polish", _("Polish")
+        GRAMMAR = "grammar", _("Grammar check only")
+        TRANSLATE_ZH_EN = "zh_en", _("Translate Chinese to English")
+        TRANSLATE_EN_ZH = "en_zh", _("Translate English to Chinese")
+
+    class Preset(models.TextChoices):
+        JOURNAL = "journal", _("Journal style")
+        CONCISE = "concise", _("Concise")
+        KEEP_VOICE = "keep_voice", _("Keep my voice")
+
+    class SourceKind(models.TextChoices):
+        # The values are those of academic.masking.
+        PLAIN = "plain", _("Plain text")
+        MARKDOWN = "markdown", _("Markdown")
+        LATEX = "latex", _("LaTeX")
+
+    class Newline(models.TextChoices):
+        LF = "lf", "LF"
+        CRLF = "crlf", "CRLF"
+        CR = "cr", "CR"
+        MIXED = "mixed", _("mixed")
+
+    class Status(models.TextChoices):
+        RUNNING = "running", _("running")
+        DONE = "done", _("done")
+        CANCELLED = "cancelled", _("cancelled")
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="polish_jobs",
+        verbose_name=_("owner"),
+    )
+    task = models.CharField(_("task"), max_length=16, choices=Task.choices)
+    preset = models.CharField(
+        _("style"), max_length=16, choices=Preset.choices, default=Preset.JOURNAL
+    )
+    glossary = models.TextField(_("glossary"), blank=True)
+    model = models.CharField(_("model"), max_length=200)
+    source_kind = models.CharField(
+        _("kind of text"), max_length=16, choices=SourceKind.choices
+    )
+    file_name = models.CharField(_("file name"), max_length=255, blank=True)
+    # How the uploaded bytes were written, so that the download matches.
+    encoding = models.CharField(_("encoding"), max_length=32, default="utf-8")
+    has_bom = models.BooleanField(_("byte-order mark"), default=False)
+    newline = models.CharField(
+        _("line endings"), max_length=8, choices=Newline.choices, default=Newline.LF
+    )
+    # The decoded text, with "\n" line endings unless they were mixed.
+    source_text = models.TextField(_("source text"))
+    # Placeholder number -> protected original (academic.placeholders).
+    protected = models.JSONField(default=dict)
+    status = models.CharField(
+        _("status"), max_length=16, choices=Status.choices, default=Status.RUNNING
+    )
+    created = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+        indexes = [models.Index(fields=["owner", "-created"])]
+        verbose_name = _("polish job")
+        verbose_name_plural = _("polish jobs")
+
+    def __str__(self):
+        return self.file_name or f"#{self.pk}"
+
+    def get_absolute_url(self):
+        return reverse("academic-job", args=[self.pk])
+
+    @property
+    def stop_key(self):
+        """The cache key whose presence tells the job's chunk tasks to stop."""
+        return f"{STOP_KEY_PREFIX}{self.pk}"
+
+    @property
+    def queue_key(self):
+        """The cache key holding the job's best place in the model queue."""
+        return f"{QUEUE_KEY_PREFIX}{self.pk}"
+
+    @property
+    def is_running(self):
+        return self.status == self.Status.RUNNING
+
+    def decoded_source(self):
+        """The encoding facts of the upload, as academic.encoding reads them."""
+        return encoding.DecodedText(
+            text=self.source_text,
+            encoding=self.encoding,
+            bom=self.has_bom,
+            newline=NEWLINE_TEXT[self.newline],
+        )
+
+    def progress(self):
+        """(chunks finished, chunks in all)."""
+        counts = self.chunks.aggregate(
+            total=models.Count("pk"),
+            finished=models.Count(
+                "pk", filter=models.Q(status__in=PolishChunk.FINISHED_STATUSES)
+            ),
+        )
+        return counts["finished"], counts["total"]
+
+    def finish_if_complete(self):
+        """Mark the job done once no chunk is left to run; True if it is."""
+        if self.chunks.exclude(status__in=PolishChunk.FINISHED_STATUSES).exists():
+            return False
+
+        updated = PolishJob.objects.filter(
+            pk=self.pk, status=self.Status.RUNNING
+        ).update(status=self.Status.DONE, finished_at=timezone.now())
+        if updated:
+            self.status = self.Status.DONE
+        return True
+
+    def merged_text(self, accept_all=None):
+        """The document with the author's decisions applied.
+
+        `accept_all` True or False ignores the decisions and takes every
+        change or none.
+        """
+        decisions = {} if accept_all is not None else self.decisions_by_chunk()
+        return "".join(
+            chunk.merged_text(decisions.get(chunk.pk, {}), accept_all)
+            for chunk in self.chunks.all()
+        )
+
+    def decisions_by_chunk(self):
+        """{chunk id: {change index: accepted}} for every recorded decision."""
+        decisions = {}
+        rows = ChangeDecision.objects.filter(chunk__job=self).values_list(
+            "chunk_id", "change_index", "accepted"
+        )
+        for chunk_id, index, accepted in rows:
+            decisions.setdefault(chunk_id, {})[index] = accepted
+        return decisions
+
+
+NEWLINE_TEXT = {
+    PolishJob.Newline.LF: encoding.LF,
+    PolishJob.Newline.CRLF: encoding.CRLF,
+    PolishJob.Newline.CR: encoding.CR,
+    PolishJob.Newline.MIXED: encoding.MIXED_NEWLINES,
+}
+NEWLINE_CHOICE = {text: choice for choice, text in NEWLINE_TEXT.items()}
+
+
+class PolishChunk(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", _("queued")
+        RUNNING = "running", _("running")
+        DONE = "done", _("done")
+        # Kept as the original; `failure_code` and `failure_detail` say why.
+        KEPT = "kept", _("not changed")
+
+    FINISHED_STATUSES = (Status.DONE, Status.KEPT)
+
+    job = models.ForeignKey(PolishJob, on_delete=models.CASCADE, related_name="chunks")
+    position = models.PositiveIntegerField()
+    # The chunk of the document as the author wrote it, and as it was sent.
+    original_text = models.TextField()
+    masked_text = models.TextField()
+    # The model's chunk with the protected parts restored; empty until done.
+    result_text = models.TextField(blank=True)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.QUEUED
+    )
+    failure_code = models.CharField(max_length=32, blank=True)
+    failure_detail = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["position"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["job", "position"], name="unique_chunk_position"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.job_id}:{self.position}"
+
+    @property
+    def is_finished(self):
+        return self.status in self.FINISHED_STATUSES
+
+    @property
+    def revised_text(self):
+        """What the model made of the chunk; the original when it was kept."""
+        if self.status == self.Status.DONE:
+            return self.result_text
+        return self.original_text
+
+    def changes(self):
+        """The word-level changes from the original to the model's text."""
+        if self.status != self.Status.DONE:
+            return []
+        return diffing.diff_changes(self.original_text, self.result_text)
+
+    def merged_text(self, decisions, accept_all=None):
+        """The chunk with `decisions` ({index: accepted}) applied.
+
+        A change without a decision counts as accepted: the author reviews
+        the model's text and rejects what they do not want.
+        """
+        if self.status != self.Status.DONE:
+            return self.original_text
+        if accept_all is True:
+            return self.result_text
+        if accept_all is False:
+            return self.original_text
+
+        changes = self.changes()
+        accepted = {
+            change.index: decisions.get(change.index, True) for change in changes
+        }
+        return diffing.merge(self.original_text, changes, accepted)
+
+    def finish(self, result_text, prompt_tokens=None, completion_tokens=None):
+        self.status = self.Status.DONE
+        self.result_text = result_text
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = completion_tokens
+        self.finished_at = timezone.now()
+        self.save(
+            update_fields=[
+                "status",
+                "result_text",
+                "attempts",
+                "prompt_tokens",
+                "completion_tokens",
+                "finished_at",
+            ]
+        )
+
+    def keep_original(self, code, detail=""):
+        """End the chunk unchanged, saying why; the original stays in the document."""
+        self.status = self.Status.KEPT
+        self.failure_code = code
+        self.failure_detail = detail[:2000]
+        self.finished_at = timezone.now()
+        self.save(
+            update_fields=[
+                "status",
+                "failure_code",
+                "failure_detail",
+                "attempts",
+                "prompt_tokens",
+                "completion_tokens",
+                "finished_at",
+            ]
+        )
+
+
+class ChangeDecision(models.Model):
+    """The author's accept or reject of one change of one chunk.
+
+    Changes are numbered by academic.diffing, whose diff has no time limit
+    and so numbers the changes of the same texts the same way every time.
+    """
+
+    chunk = models.ForeignKey(
+        PolishChunk, on_delete=models.CASCADE, related_name="decisions"
+    )
+    change_index = models.PositiveIntegerField()
+    accepted = models.BooleanField()
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["chunk", "change_index"], name="unique_change_decision"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.chunk}#{self.change_index}={self.accepted}"
