@@ -12,5 +12,6 @@ urlpatterns = [
     path("oidc/callback/", views.OIDCCallbackView.as_view(), name="oidc-callback"),
     path("i18n/", include("django.conf.urls.i18n")),
     path("admin/", admin.site.urls),
+    path("academic/", include("academic.urls")),
     path("", include("chat.urls")),
 ]

@@ -48,6 +48,7 @@ The directive wins over the body field, which wins over the server config.
     format  reasoning_content, reasoning, tags, prefilled or none
     words   lengthen the answer by about this many words of filler prose
     fault   act out a failure of a real server (see assistant.simulator.faults)
+    damage  damage the answer to a polishing request (assistant.simulator.polish)
     fails   fail only the first N requests with the same messages (HTTP faults)
     retry_after  the Retry-After seconds of http429 and http503
     tag     a name for the request, up to 64 of A-Z a-z 0-9 _ -; it changes
@@ -87,7 +88,7 @@ from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from assistant.simulator import capacity, faults, replies
+from assistant.simulator import capacity, faults, polish, replies
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +174,7 @@ class ReplySettings:
     fault: str | None = None
     fails: int | None = None
     retry_after: int | None = None
+    damage: str | None = None
 
 
 @dataclass(frozen=True)
@@ -367,6 +369,10 @@ def clean_settings(raw):
             cleaned[key] = value
             continue
 
+        if key == "damage":
+            cleaned[key] = polish.check_damage(value, RequestError)
+            continue
+
         if key == "tag":
             if not isinstance(value, str) or not TAG_PATTERN.fullmatch(value):
                 raise RequestError(400, "Simulator tag must be 1-64 of A-Z a-z 0-9 _ -")
@@ -478,7 +484,10 @@ def _split(field, text, is_reasoning, size):
 def build_reply(chat):
     settings = chat.settings
     reasoning = replies.build_reasoning(chat.question)
-    answer = replies.build_answer(chat.question, settings.words)
+    # A request to edit a <text> block gets the edited text back.
+    answer = polish.answer_for(chat.question, settings.damage)
+    if answer is None:
+        answer = replies.build_answer(chat.question, settings.words)
 
     if settings.format in FIELD_FORMATS:
         thinking = _split(settings.format, reasoning, True, settings.chunk)
