@@ -129,7 +129,9 @@ def test_it_refuses_a_bad_upload_with_a_clear_message(
     assert not PolishJob.objects.exists()
 
 
-def test_it_reports_progress_and_chunks_as_json(client, researcher, model_api, shared_dir):
+def test_it_reports_progress_and_chunks_as_json(
+    client, researcher, model_api, shared_dir
+):
     job = run(start(researcher, case_bytes(shared_dir, "c01_custom_macros.tex")))
     (chunk,) = job.chunks.all()
 
