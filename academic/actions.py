@@ -3,6 +3,7 @@ several rows or reach beyond the database (the task queue, the stop key)."""
 
 import logging
 import math
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
@@ -10,8 +11,15 @@ from django.db import transaction
 
 from academic import prompts
 from academic.chunking import split_into_chunks
+from academic.encoding import DecodedText
 from academic.masking import mask_document
-from academic.models import NEWLINE_CHOICE, ChangeDecision, PolishChunk, PolishJob
+from academic.models import (
+    NEWLINE_CHOICE,
+    ChangeDecision,
+    PolishChunk,
+    PolishFile,
+    PolishJob,
+)
 from assistant.models import ModelProfile
 from chat.prompt import SAFETY_MARGIN, estimate_tokens
 
@@ -57,48 +65,70 @@ def _prompt_overhead(task):
     return estimate_tokens(prompts.build_messages(empty))
 
 
-def start_job(owner, decoded, fields):
-    """Create a job for the DecodedText `decoded`, cut it into chunks and
-    queue a task for each.
+@dataclass(frozen=True)
+class Document:
+    """One file to edit: its path or name, DecodedText and kind."""
 
-    `fields` holds task, preset, glossary, model, source_kind and file_name.
+    path: str
+    decoded: DecodedText
+    kind: str
+
+
+def start_job(owner, documents, fields, archive=None, not_processed=()):
+    """Create a job for `documents`, cut each into chunks and queue a task
+    for every chunk.
+
+    `fields` holds task, preset, glossary, model and file_name; `archive`
+    is a project's zip, kept for the download.
     """
     from academic.tasks import polish_chunk
 
-    masked = mask_document(decoded.text, fields["source_kind"])
     profile = ModelProfile.ensure(fields["model"])
     budget = chunk_budget(profile, fields["task"])
-    budget -= _glossary_tokens(fields.get("glossary", ""))
-    pieces = split_into_chunks(masked.text, max(CHUNK_TOKEN_FLOOR, budget))
+    budget = max(CHUNK_TOKEN_FLOOR, budget - _glossary_tokens(fields["glossary"]))
+    masked = [mask_document(doc.decoded.text, doc.kind) for doc in documents]
 
     with transaction.atomic():
         job = PolishJob.objects.create(
-            owner=owner,
-            encoding=decoded.encoding,
-            has_bom=decoded.bom,
-            newline=NEWLINE_CHOICE[decoded.newline],
-            source_text=decoded.text,
-            protected={str(n): text for n, text in masked.originals.items()},
-            **fields,
+            owner=owner, archive=archive, not_processed=list(not_processed), **fields
         )
-        chunks = PolishChunk.objects.bulk_create(
-            PolishChunk(
-                job=job,
-                position=position,
-                original_text=masked.restore(piece),
-                masked_text=piece,
-            )
-            for position, piece in enumerate(pieces)
-        )
-        chunk_ids = [chunk.pk for chunk in chunks]
+        chunks = []
+        for position, (document, masked_text) in enumerate(zip(documents, masked)):
+            polish_file = _create_file(job, position, document, masked_text)
+            for piece in split_into_chunks(masked_text.text, budget):
+                chunks.append(
+                    PolishChunk(
+                        job=job,
+                        file=polish_file,
+                        position=len(chunks),
+                        original_text=masked_text.restore(piece),
+                        masked_text=piece,
+                    )
+                )
+        chunk_ids = [chunk.pk for chunk in PolishChunk.objects.bulk_create(chunks)]
         transaction.on_commit(
             lambda: [polish_chunk.delay(chunk_id) for chunk_id in chunk_ids]
         )
 
-    logger.info("job %s: %s chunks of at most %s tokens", job.pk, len(pieces), budget)
-    if not pieces:
+    logger.info("job %s: %s chunks of at most %s tokens", job.pk, len(chunks), budget)
+    if not chunks:
         job.finish_if_complete()
     return job
+
+
+def _create_file(job, position, document, masked):
+    decoded = document.decoded
+    return PolishFile.objects.create(
+        job=job,
+        position=position,
+        path=document.path,
+        source_kind=document.kind,
+        encoding=decoded.encoding,
+        has_bom=decoded.bom,
+        newline=NEWLINE_CHOICE[decoded.newline],
+        source_text=decoded.text,
+        protected={str(n): text for n, text in masked.originals.items()},
+    )
 
 
 def _glossary_tokens(glossary):

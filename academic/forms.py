@@ -4,10 +4,13 @@ from django import forms
 from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 
+from academic import project
+from academic.actions import Document
 from academic.encoding import LF, DecodedText, EncodingProblem, decode_bytes
 from academic.models import PolishJob
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
+MAX_ARCHIVE_BYTES = 20 * 1024 * 1024
 KIND_BY_SUFFIX = {
     ".txt": PolishJob.SourceKind.PLAIN,
     ".md": PolishJob.SourceKind.MARKDOWN,
@@ -19,8 +22,9 @@ KIND_BY_SUFFIX = {
 class PolishForm(forms.Form):
     """A text pasted or a file uploaded, and what to do with it.
 
-    A valid form's cleaned_data holds `decoded` (academic.encoding's
-    DecodedText), `file_name` and the `source_kind` the text is read as.
+    A valid form's cleaned_data holds `documents` (academic.actions'
+    Document list), `file_name`, and for a project's zip `archive` and
+    `not_processed`.
     """
 
     text = forms.CharField(
@@ -30,7 +34,8 @@ class PolishForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 10}),
     )
     file = forms.FileField(
-        label=_("Or upload a file (.txt, .md, .tex)"), required=False
+        label=_("Or upload a file (.txt, .md, .tex) or a LaTeX project (.zip)"),
+        required=False,
     )
     source_kind = forms.ChoiceField(
         label=_("The pasted text is"),
@@ -68,7 +73,8 @@ class PolishForm(forms.Form):
             # Browsers send a textarea's line breaks as CRLF whatever was
             # pasted; pasted text comes back as UTF-8 with "\n".
             text = text.replace("\r\n", "\n").replace("\r", "\n")
-            cleaned["decoded"] = DecodedText(text, "utf-8", False, LF)
+            decoded = DecodedText(text, "utf-8", False, LF)
+            cleaned["documents"] = [Document("", decoded, cleaned.get("source_kind"))]
             cleaned["file_name"] = ""
         else:
             raise forms.ValidationError(
@@ -78,9 +84,13 @@ class PolishForm(forms.Form):
 
     def _read_upload(self, upload, cleaned):
         suffix = Path(upload.name).suffix.lower()
+        cleaned["file_name"] = Path(upload.name).name[:255]
+        if suffix == ".zip":
+            self._read_project(upload, cleaned)
+            return
         if suffix not in KIND_BY_SUFFIX:
             raise forms.ValidationError(
-                _("Only .txt, .md and .tex files can be read."), code="suffix"
+                _("Only .txt, .md, .tex and .zip files can be read."), code="suffix"
             )
         if upload.size > MAX_UPLOAD_BYTES:
             raise forms.ValidationError(
@@ -90,8 +100,28 @@ class PolishForm(forms.Form):
             )
 
         try:
-            cleaned["decoded"] = decode_bytes(upload.read())
+            decoded = decode_bytes(upload.read())
         except EncodingProblem as problem:
             raise forms.ValidationError(problem.message, code="encoding") from None
-        cleaned["file_name"] = Path(upload.name).name[:255]
-        cleaned["source_kind"] = KIND_BY_SUFFIX[suffix]
+        kind = KIND_BY_SUFFIX[suffix]
+        cleaned["documents"] = [Document(cleaned["file_name"], decoded, kind)]
+
+    def _read_project(self, upload, cleaned):
+        if upload.size > MAX_ARCHIVE_BYTES:
+            raise forms.ValidationError(
+                _("The file is larger than %(limit)s MB."),
+                code="size",
+                params={"limit": MAX_ARCHIVE_BYTES // (1024 * 1024)},
+            )
+
+        data = upload.read()
+        try:
+            latex_project = project.read_project(data)
+        except project.ProjectProblem as problem:
+            raise forms.ValidationError(problem.message, code="project") from None
+        cleaned["documents"] = [
+            Document(path, latex_project.decoded[path], PolishJob.SourceKind.LATEX)
+            for path in latex_project.edit_order
+        ]
+        cleaned["archive"] = data
+        cleaned["not_processed"] = latex_project.not_processed

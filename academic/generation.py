@@ -59,6 +59,21 @@ KEEP_REASONS = {
 }
 
 
+# Why a file of a project was left as it was (academic.project).
+NOT_PROCESSED_REASONS = {
+    "missing": _("Referred to, but not in the archive."),
+    "unreached": _(
+        "Not input by the main file, or only through a macro; left unchanged."
+    ),
+    "encoding": _("Its character encoding could not be recognised."),
+    "limit": _("Beyond the number of files one job edits."),
+}
+
+
+def not_processed_reason(code):
+    return NOT_PROCESSED_REASONS.get(code, code)
+
+
 def keep_reason(code):
     """The translated explanation of why a chunk kept its original text."""
     if code in checks.MESSAGES:
@@ -151,7 +166,8 @@ class ChunkWriter:
         self.chunk.keep_original(failure.code, failure.detail)
 
     def _masked(self):
-        originals = {int(number): text for number, text in self.job.protected.items()}
+        protected = self.chunk.file.protected
+        originals = {int(number): text for number, text in protected.items()}
         return MaskedText(text="", originals=originals)
 
     def _stopped(self):

@@ -1,9 +1,12 @@
-"""A polish, grammar or translation job: the document, its chunks as the
-model returned them, and the author's decision on each change.
+"""A polish, grammar or translation job: its files (one, or those a LaTeX
+project's main file inputs), their chunks as the model returned them, and
+the author's decision on each change.
 
 Everything the review page shows is derived from these rows, so a reload,
 or a return days later, shows the same review.
 """
+
+import uuid
 
 from django.conf import settings
 from django.db import models
@@ -15,6 +18,10 @@ from academic import diffing, encoding
 
 STOP_KEY_PREFIX = "academic:stop:"
 QUEUE_KEY_PREFIX = "academic:queue:"
+
+
+def new_cache_key():
+    return uuid.uuid4().hex
 
 
 class PolishJob(models.Model):
@@ -58,23 +65,18 @@ class PolishJob(models.Model):
     )
     glossary = models.TextField(_("glossary"), blank=True)
     model = models.CharField(_("model"), max_length=200)
-    source_kind = models.CharField(
-        _("kind of text"), max_length=16, choices=SourceKind.choices
-    )
     file_name = models.CharField(_("file name"), max_length=255, blank=True)
-    # How the uploaded bytes were written, so that the download matches.
-    encoding = models.CharField(_("encoding"), max_length=32, default="utf-8")
-    has_bom = models.BooleanField(_("byte-order mark"), default=False)
-    newline = models.CharField(
-        _("line endings"), max_length=8, choices=Newline.choices, default=Newline.LF
-    )
-    # The decoded text, with "\n" line endings unless they were mixed.
-    source_text = models.TextField(_("source text"))
-    # Placeholder number -> protected original (academic.placeholders).
-    protected = models.JSONField(default=dict)
+    # A project's zip as uploaded: the download is this archive with the
+    # edited files replaced and every other member left byte for byte.
+    archive = models.BinaryField(null=True, blank=True, editable=False)
+    # What a project referred to but the job could not edit, as
+    # [{"path": ..., "reason": ...}] (academic.project).
+    not_processed = models.JSONField(default=list, blank=True)
     status = models.CharField(
         _("status"), max_length=16, choices=Status.choices, default=Status.RUNNING
     )
+    # Names the job's cache keys; unlike the id, never reused by a later job.
+    cache_key = models.CharField(max_length=32, default=new_cache_key, editable=False)
     created = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -93,25 +95,20 @@ class PolishJob(models.Model):
     @property
     def stop_key(self):
         """The cache key whose presence tells the job's chunk tasks to stop."""
-        return f"{STOP_KEY_PREFIX}{self.pk}"
+        return f"{STOP_KEY_PREFIX}{self.cache_key}"
 
     @property
     def queue_key(self):
         """The cache key holding the job's best place in the model queue."""
-        return f"{QUEUE_KEY_PREFIX}{self.pk}"
+        return f"{QUEUE_KEY_PREFIX}{self.cache_key}"
 
     @property
     def is_running(self):
         return self.status == self.Status.RUNNING
 
-    def decoded_source(self):
-        """The encoding facts of the upload, as academic.encoding reads them."""
-        return encoding.DecodedText(
-            text=self.source_text,
-            encoding=self.encoding,
-            bom=self.has_bom,
-            newline=NEWLINE_TEXT[self.newline],
-        )
+    @property
+    def is_project(self):
+        return self.archive is not None
 
     def progress(self):
         """(chunks finished, chunks in all)."""
@@ -135,17 +132,24 @@ class PolishJob(models.Model):
             self.status = self.Status.DONE
         return True
 
-    def merged_text(self, accept_all=None):
-        """The document with the author's decisions applied.
+    def merged_texts(self, accept_all=None):
+        """{file: its text with the author's decisions applied}, in order.
 
         `accept_all` True or False ignores the decisions and takes every
         change or none.
         """
         decisions = {} if accept_all is not None else self.decisions_by_chunk()
-        return "".join(
-            chunk.merged_text(decisions.get(chunk.pk, {}), accept_all)
-            for chunk in self.chunks.all()
-        )
+        pieces = {polish_file: [] for polish_file in self.files.all()}
+        files = {polish_file.pk: polish_file for polish_file in pieces}
+        for chunk in self.chunks.all():
+            merged = chunk.merged_text(decisions.get(chunk.pk, {}), accept_all)
+            pieces[files[chunk.file_id]].append(merged)
+        texts = {polish_file: "".join(parts) for polish_file, parts in pieces.items()}
+        return texts
+
+    def merged_text(self, accept_all=None):
+        """The merged text of the job's first (for a single file, only) file."""
+        return next(iter(self.merged_texts(accept_all).values()), "")
 
     def decisions_by_chunk(self):
         """{chunk id: {change index: accepted}} for every recorded decision."""
@@ -156,6 +160,51 @@ class PolishJob(models.Model):
         for chunk_id, index, accepted in rows:
             decisions.setdefault(chunk_id, {})[index] = accepted
         return decisions
+
+
+class PolishFile(models.Model):
+    """One text file of a job, and how its bytes were written."""
+
+    job = models.ForeignKey(PolishJob, on_delete=models.CASCADE, related_name="files")
+    position = models.PositiveIntegerField()
+    # The path inside the project, or the uploaded file's name.
+    path = models.CharField(_("path"), max_length=500, blank=True)
+    source_kind = models.CharField(
+        _("kind of text"), max_length=16, choices=PolishJob.SourceKind.choices
+    )
+    # How the uploaded bytes were written, so that the download matches.
+    encoding = models.CharField(_("encoding"), max_length=32, default="utf-8")
+    has_bom = models.BooleanField(_("byte-order mark"), default=False)
+    newline = models.CharField(
+        _("line endings"),
+        max_length=8,
+        choices=PolishJob.Newline.choices,
+        default=PolishJob.Newline.LF,
+    )
+    # The decoded text, with "\n" line endings unless they were mixed.
+    source_text = models.TextField(_("source text"))
+    # Placeholder number -> protected original (academic.placeholders).
+    protected = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["position"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["job", "position"], name="unique_file_position"
+            )
+        ]
+
+    def __str__(self):
+        return self.path or f"{self.job_id}:{self.position}"
+
+    def decoded_source(self):
+        """The encoding facts of the upload, as academic.encoding reads them."""
+        return encoding.DecodedText(
+            text=self.source_text,
+            encoding=self.encoding,
+            bom=self.has_bom,
+            newline=NEWLINE_TEXT[self.newline],
+        )
 
 
 NEWLINE_TEXT = {
@@ -178,6 +227,10 @@ class PolishChunk(models.Model):
     FINISHED_STATUSES = (Status.DONE, Status.KEPT)
 
     job = models.ForeignKey(PolishJob, on_delete=models.CASCADE, related_name="chunks")
+    file = models.ForeignKey(
+        PolishFile, on_delete=models.CASCADE, related_name="chunks"
+    )
+    # Position in the job, across its files.
     position = models.PositiveIntegerField()
     # The chunk of the document as the author wrote it, and as it was sent.
     original_text = models.TextField()

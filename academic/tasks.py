@@ -18,7 +18,7 @@ def polish_chunk(chunk_id):
     chunk waits for a slot and while the model writes.
     """
     try:
-        chunk = PolishChunk.objects.select_related("job").get(pk=chunk_id)
+        chunk = PolishChunk.objects.select_related("job", "file").get(pk=chunk_id)
     except PolishChunk.DoesNotExist:
         logger.info("chunk %s was deleted before it could be polished", chunk_id)
         return

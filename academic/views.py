@@ -11,10 +11,10 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
-from academic import actions
+from academic import actions, project
 from academic.encoding import EncodingProblem, encode_text
 from academic.forms import PolishForm
-from academic.generation import keep_reason
+from academic.generation import keep_reason, not_processed_reason
 from academic.models import PolishChunk, PolishJob
 from assistant.catalog import offered_models
 
@@ -38,10 +38,15 @@ def home(request):
         data = form.cleaned_data
         fields = {
             name: data[name]
-            for name in ("task", "preset", "glossary", "model", "source_kind")
+            for name in ("task", "preset", "glossary", "model", "file_name")
         }
-        fields["file_name"] = data["file_name"]
-        job = actions.start_job(request.user, data["decoded"], fields)
+        job = actions.start_job(
+            request.user,
+            data["documents"],
+            fields,
+            archive=data.get("archive"),
+            not_processed=data.get("not_processed", ()),
+        )
         return redirect(job)
 
     context = {
@@ -59,12 +64,21 @@ def _form_status(form):
 @require_GET
 def job(request, pk):
     job = _get_job_for_user(request, pk)
+    files = list(job.files.all())
     context = {
         "job": job,
+        "files": files,
+        "offer_utf8": any(f.encoding != "utf-8" or f.has_bom for f in files),
+        "has_latex": any(f.source_kind == PolishJob.SourceKind.LATEX for f in files),
+        "not_processed": [
+            {"path": item["path"], "reason": not_processed_reason(item["reason"])}
+            for item in job.not_processed
+        ],
         "page_data": {
             "statusUrl": reverse("academic-job-status", args=[job.pk]),
             "chunksUrl": reverse("academic-job-chunks", args=[job.pk]),
             "decideUrl": reverse("academic-decide", args=[job.pk]),
+            "multiFile": len(files) > 1,
             "strings": _ui_strings(),
         },
     }
@@ -100,7 +114,7 @@ def job_chunks(request, pk):
         return HttpResponseBadRequest("ids must be numbers")
 
     decisions = job.decisions_by_chunk()
-    chunks = job.chunks.filter(pk__in=ids)
+    chunks = job.chunks.filter(pk__in=ids).select_related("file")
     return JsonResponse(
         {"chunks": [chunk_data(chunk, decisions.get(chunk.pk, {})) for chunk in chunks]}
     )
@@ -111,6 +125,7 @@ def chunk_data(chunk, decisions):
     data = {
         "id": chunk.pk,
         "position": chunk.position,
+        "file": chunk.file.path,
         "status": chunk.status,
         "original": chunk.original_text,
         "changes": [],
@@ -164,13 +179,24 @@ def download(request, pk):
     job = _get_job_for_user(request, pk)
     as_utf8 = request.GET.get("utf8") == "1"
     try:
-        body = encode_text(job.merged_text(), job.decoded_source(), as_utf8=as_utf8)
+        encoded = {
+            polish_file: encode_text(text, polish_file.decoded_source(), as_utf8)
+            for polish_file, text in job.merged_texts().items()
+        }
     except EncodingProblem as problem:
         messages.error(request, problem.message)
         return redirect(job)
 
-    charset = "utf-8" if as_utf8 else job.encoding
-    response = HttpResponse(body, content_type=f"text/plain; charset={charset}")
+    if job.is_project:
+        replaced = {polish_file.path: body for polish_file, body in encoded.items()}
+        members = project.read_members(bytes(job.archive))
+        body = project.write_archive(members, replaced)
+        content_type = "application/zip"
+    else:
+        ((polish_file, body),) = encoded.items()
+        charset = "utf-8" if as_utf8 else polish_file.encoding
+        content_type = f"text/plain; charset={charset}"
+    response = HttpResponse(body, content_type=content_type)
     response["Content-Disposition"] = _attachment(_download_name(job))
     return response
 
@@ -178,7 +204,7 @@ def download(request, pk):
 def _download_name(job):
     if job.file_name:
         return job.file_name
-    return "polished" + DEFAULT_SUFFIX[job.source_kind]
+    return "polished" + DEFAULT_SUFFIX[job.files.get().source_kind]
 
 
 def _attachment(name):

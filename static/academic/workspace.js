@@ -129,12 +129,22 @@
     drawMerged();
   }
 
+  // A project's parts come file after file, each file under its path.
   function placeRows() {
+    chunkList.querySelectorAll("[data-file-heading]").forEach((node) => node.remove());
+    let file = null;
     for (const id of order) {
       const chunk = chunks.get(id);
-      if (chunk && chunk.element) {
-        chunkList.appendChild(chunk.element);
+      if (!chunk || !chunk.element) {
+        continue;
       }
+      if (page.multiFile && chunk.data.file !== file) {
+        file = chunk.data.file;
+        const heading = element("h3", "file-heading", file);
+        heading.dataset.fileHeading = "";
+        chunkList.appendChild(heading);
+      }
+      chunkList.appendChild(chunk.element);
     }
   }
 
@@ -226,10 +236,21 @@
   }
 
   function drawMerged() {
-    merged.textContent = order
-      .map((id) => chunks.get(id))
-      .map((chunk) => (chunk && chunk.data ? mergedChunk(chunk.data) : ""))
-      .join("");
+    const files = new Map();
+    for (const id of order) {
+      const chunk = chunks.get(id);
+      if (chunk && chunk.data) {
+        const text = files.get(chunk.data.file) || "";
+        files.set(chunk.data.file, text + mergedChunk(chunk.data));
+      }
+    }
+    merged.replaceChildren();
+    for (const [file, text] of files) {
+      if (page.multiFile) {
+        merged.append(element("h3", "file-heading", file));
+      }
+      merged.append(element("pre", "", text));
+    }
   }
 
   async function toggle(button) {

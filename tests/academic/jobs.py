@@ -10,18 +10,18 @@ def case_bytes(shared_dir, name):
     return (shared_dir / "academic-cases" / name).read_bytes()
 
 
-def start(owner, data, name="paper.tex", **fields):
+def start(owner, data, name="paper.tex", kind=PolishJob.SourceKind.LATEX, **fields):
     """A job for the bytes `data` as if uploaded under `name`; not yet run."""
     values = {
         "task": PolishJob.Task.POLISH,
         "preset": PolishJob.Preset.JOURNAL,
         "glossary": "",
         "model": "deepseek-v3",
-        "source_kind": PolishJob.SourceKind.LATEX,
         "file_name": name,
     }
     values.update(fields)
-    return actions.start_job(owner, decode_bytes(data), values)
+    document = actions.Document(name, decode_bytes(data), kind)
+    return actions.start_job(owner, [document], values)
 
 
 def run(job):

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.django_db
 
 
 def download(job, as_utf8=False):
-    return encode_text(job.merged_text(), job.decoded_source(), as_utf8=as_utf8)
+    source = job.files.get().decoded_source()
+    return encode_text(job.merged_text(), source, as_utf8=as_utf8)
 
 
 def chat_requests(simulator):
@@ -46,9 +47,9 @@ def test_it_polishes_c01_and_keeps_macros_comments_and_escapes(model_api, shared
     assert polished.count("40\\%") == 1
     for macro in ("\\hl{", "\\revise{", "\\emph{", "\\cite{chen2022a}"):
         assert polished.count(macro) == source.decode().count(macro) > 0
-    assert encode_text(job.merged_text(accept_all=False), job.decoded_source()) == (
-        source
-    )
+    assert encode_text(
+        job.merged_text(accept_all=False), job.files.get().decoded_source()
+    ) == (source)
 
 
 def test_it_sends_prose_only_and_the_protected_parts_as_placeholders(
@@ -141,9 +142,9 @@ def test_it_catches_each_kind_of_damage_and_keeps_the_original(
     assert chunk.attempts == 2
     assert job.status == PolishJob.Status.DONE
     assert download(job) == source
-    assert encode_text(job.merged_text(accept_all=True), job.decoded_source()) == (
-        source
-    )
+    assert encode_text(
+        job.merged_text(accept_all=True), job.files.get().decoded_source()
+    ) == (source)
     first, retry = chat_requests(model_api)[-2:]
     assert "rejected" not in first["messages"][-1]["content"]
     assert code.replace("_", " ") in retry["messages"][-1]["content"]

@@ -90,8 +90,10 @@ def test_it_starts_a_job_from_an_uploaded_gbk_file(client, researcher, model_api
     job = PolishJob.objects.get()
     assert response.status_code == 302 and response.url == job.get_absolute_url()
     assert job.owner == researcher and job.file_name == "论文.tex"
-    assert job.encoding == "gb18030" and job.newline == PolishJob.Newline.CRLF
-    assert job.source_text == "本文提出了一种新方法。\n"
+    (polish_file,) = job.files.all()
+    assert polish_file.encoding == "gb18030"
+    assert polish_file.newline == PolishJob.Newline.CRLF
+    assert polish_file.source_text == "本文提出了一种新方法。\n"
 
 
 def test_it_starts_a_job_from_pasted_text(client, researcher, model_api):
@@ -102,14 +104,18 @@ def test_it_starts_a_job_from_pasted_text(client, researcher, model_api):
 
     job = PolishJob.objects.get()
     assert response.status_code == 302
-    assert job.source_text == "First line.\nSecond line."
-    assert job.source_kind == "plain" and job.chunks.count() == 1
+    (polish_file,) = job.files.all()
+    assert polish_file.source_text == "First line.\nSecond line."
+    assert polish_file.source_kind == "plain" and job.chunks.count() == 1
 
 
 @pytest.mark.parametrize(
     ("upload", "message"),
     [
-        (SimpleUploadedFile("paper.pdf", b"%PDF"), "只能读取 .txt、.md 和 .tex 文件。"),
+        (
+            SimpleUploadedFile("paper.pdf", b"%PDF"),
+            "只能读取 .txt、.md、.tex 和 .zip 文件。",
+        ),
         (
             SimpleUploadedFile("paper.tex", bytes(range(128, 256)) * 4),
             "无法识别该文件的字符编码",
