@@ -38,6 +38,8 @@ ENGLISH_EDITS = [
     (re.compile(r"\bwe run\b"), "we ran"),
     (re.compile(rf"\ba (?=(?:{ARTICLE_NOUNS})\b)"), "an "),
     (re.compile(r"\b(it|this|that|which) have\b"), r"\1 has"),
+    (re.compile(r"\b(\w+tion) are\b"), r"\1 is"),
+    (re.compile(r"\bwe (\w+)ies\b"), r"we \1y"),
 ]
 CHINESE_EDITS = [
     (re.compile("提出了"), "提出"),
