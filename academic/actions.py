@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
+from django.utils import timezone
 
 from academic import prompts
 from academic.chunking import split_into_chunks
@@ -142,11 +143,13 @@ def cancel_job(job):
     """Stop the job: queued chunks end now, running ones at their next poll."""
     cache.set(job.stop_key, True, STOP_KEY_SECONDS)
     PolishJob.objects.filter(pk=job.pk, status=PolishJob.Status.RUNNING).update(
-        status=PolishJob.Status.CANCELLED
+        status=PolishJob.Status.CANCELLED, finished_at=timezone.now()
     )
-    job.refresh_from_db(fields=["status"])
+    job.refresh_from_db(fields=["status", "finished_at"])
     job.chunks.filter(status=PolishChunk.Status.QUEUED).update(
-        status=PolishChunk.Status.KEPT, failure_code="cancelled"
+        status=PolishChunk.Status.KEPT,
+        failure_code="cancelled",
+        finished_at=timezone.now(),
     )
 
 

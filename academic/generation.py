@@ -40,8 +40,9 @@ from chat.prompt import estimate_tokens, output_budget
 logger = logging.getLogger(__name__)
 
 ATTEMPTS = 2
-# How long the queue position shown for a job stays without a refresh.
-QUEUE_NOTICE_SECONDS = 5
+# How long the queue position shown for a job stays without a refresh; a
+# waiting chunk refreshes it every admission.ON_WAIT_INTERVAL.
+QUEUE_NOTICE_SECONDS = 2
 PROSE = re.compile(r"[^\W\d_]", re.UNICODE)
 
 # Why a chunk was kept as written, beyond the checks and the model service's
@@ -132,7 +133,6 @@ class ChunkWriter:
             return
 
         self.profile = ModelProfile.ensure(self.job.model)
-        self._mark_running()
         rejection = None
         failure = None
         for _attempt in range(ATTEMPTS):
@@ -189,6 +189,8 @@ class ChunkWriter:
         prompt_estimate = estimate_tokens(messages)
         max_tokens = output_budget(self.profile, prompt_estimate)
         with self._wait_for_slot(prompt_estimate):
+            if self.chunk.status != PolishChunk.Status.RUNNING:
+                self._mark_running()
             return self._stream(messages, max_tokens)
 
     def _wait_for_slot(self, prompt_estimate):
@@ -198,7 +200,9 @@ class ChunkWriter:
         """
 
         def tell_position(position, eta):
-            cache.set(self.job.queue_key, position, QUEUE_NOTICE_SECONDS)
+            best = cache.get(self.job.queue_key)
+            if best is None or position <= best:
+                cache.set(self.job.queue_key, position, QUEUE_NOTICE_SECONDS)
 
         try:
             lease = wait_for_slot(

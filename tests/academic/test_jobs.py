@@ -256,7 +256,8 @@ def test_it_runs_chunks_side_by_side_through_the_worker(model_api, shared_dir):
     job = _wait_until_finished(job)
 
     assert job.status == PolishJob.Status.DONE
-    assert 1 < model_api.stats["max_active"] <= 3
+    stats = model_api.stats
+    assert 1 < stats["max_active"] <= 3, stats["max_active"]
     assert job.merged_text(accept_all=False) == source.decode()
 
 
