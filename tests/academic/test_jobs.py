@@ -309,3 +309,58 @@ def test_it_keeps_environment_markers_out_of_the_prompt(model_api, shared_dir):
     assert environment_markers(job.merged_text(accept_all=True)) == (
         environment_markers(source.decode())
     )
+
+
+def test_it_waits_out_a_busy_server_and_then_polishes(model_api, shared_dir):
+    source = case_bytes(shared_dir, "c09_cjk_diff_before.tex")
+
+    job = run(start(make_user(), source, glossary="[[sim fault=http429 fails=1]]"))
+
+    (chunk,) = job.chunks.all()
+    assert chunk.status == PolishChunk.Status.DONE
+    assert "更好" in chunk.result_text
+    assert model_api.stats["rejected"] == 1
+
+
+def test_it_protects_code_and_link_targets_in_markdown(model_api):
+    source = (
+        b"# Results\n\nIn addition, the cache is very fast "
+        b"([details](https://example.org/a_very_long-path)).\n\n"
+        b"```python\nin addition = 1  # In addition, this stays\n```\n"
+    )
+
+    job = run(start(make_user(), source, name="notes.md", kind="markdown"))
+
+    result = job.merged_text(accept_all=True)
+    assert "Moreover, the cache is fast" in result
+    assert "](https://example.org/a_very_long-path)" in result
+    assert "```python\nin addition = 1  # In addition, this stays\n```\n" in result
+    sent = chat_requests(model_api)[-1]["messages"][-1]["content"]
+    assert "example.org" not in sent and "in addition = 1" not in sent
+
+
+@pytest.mark.parametrize(
+    ("task", "words"),
+    [
+        (
+            PolishJob.Task.TRANSLATE_ZH_EN,
+            "Chinese text between <text> and </text> into",
+        ),
+        (PolishJob.Task.TRANSLATE_EN_ZH, "into fluent academic Simplified Chinese"),
+        (PolishJob.Task.GRAMMAR, "with the smallest edits possible"),
+    ],
+)
+def test_it_asks_for_the_chosen_task_with_the_glossary(model_api, task, words):
+    run(
+        start(
+            make_user(),
+            "注意力机制很有效。".encode(),
+            task=task,
+            glossary="注意力 = attention",
+        )
+    )
+
+    system, user = chat_requests(model_api)[-1]["messages"]
+    assert words in system["content"]
+    assert "注意力 = attention" in user["content"]
+    assert user["content"].endswith("<text>\n注意力机制很有效。\n</text>")
