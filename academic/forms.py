@@ -57,6 +57,9 @@ class PolishForm(forms.Form):
     def __init__(self, *args, models=(), **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["model"].choices = [(p.name, p.label) for p in models]
+        names = [profile.name for profile in models]
+        if settings.DEFAULT_MODEL in names:
+            self.fields["model"].initial = settings.DEFAULT_MODEL
         self.fields["text"].max_length = settings.MAX_MESSAGE_CHARS * 10
 
     def clean(self):

@@ -248,3 +248,17 @@ def test_it_downloads_a_gbk_file_as_utf8_on_request(client, researcher):
     assert own.content == "新文本。\r\n".encode("gbk")
     assert own["Content-Type"] == "text/plain; charset=gb18030"
     assert utf8.content == "新文本。\r\n".encode()
+
+
+def test_it_lists_jobs_in_the_admin(client):
+    from django.contrib.auth import get_user_model
+
+    admin = get_user_model().objects.create_superuser("admin", password="x-9-long-pass")
+    job = start(make_user(), b"Some text.", name="draft.tex")
+    client.force_login(admin)
+
+    listing = client.get(reverse("admin:academic_polishjob_changelist"))
+    detail = client.get(reverse("admin:academic_polishjob_change", args=[job.pk]))
+
+    assert listing.status_code == 200 and "draft.tex" in listing.content.decode()
+    assert detail.status_code == 200
