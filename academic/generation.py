@@ -14,7 +14,6 @@ import re
 import time
 from dataclasses import dataclass
 
-import openai
 from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
@@ -221,22 +220,23 @@ class ChunkWriter:
 
     def _stream(self, messages, max_tokens):
         """The model's answer, asking again while the server says it is busy."""
-        refusals = 0
-        while True:
-            try:
-                with open_chat_stream(self.job.model, messages, max_tokens) as stream:
-                    with StreamGuard(self.job.stop_key, stream) as guard:
-                        return self._read(stream, guard)
-            except openai.APIStatusError as exc:
-                if not backoff.is_busy(exc):
-                    raise
-                refusals += 1
-                wait = backoff.next_wait(exc, refusals)
-                if wait is None:
-                    raise
-                self._sleep(wait)
 
-    def _sleep(self, seconds):
+        def request():
+            with open_chat_stream(self.job.model, messages, max_tokens) as stream:
+                with StreamGuard(self.job.stop_key, stream) as guard:
+                    return self._read(stream, guard)
+
+        return backoff.call_while_busy(request, self._wait_out_busy)
+
+    def _wait_out_busy(self, exc, seconds, refusals):
+        logger.warning(
+            "chunk %s: model server busy (%s, %s of %s), asking again in %.1f s",
+            self.chunk.pk,
+            exc.status_code,
+            refusals,
+            settings.MODEL_API_BUSY_RETRIES,
+            seconds,
+        )
         wake_at = time.monotonic() + seconds
         while (remaining := wake_at - time.monotonic()) > 0:
             if self._stopped():
