@@ -1,15 +1,26 @@
-"""Writes that start or end work on a reply, shared by the consumer and views."""
+"""Writes that start or end work on a reply or change a conversation, shared
+by the consumer and the views."""
+
+import datetime
+import logging
 
 from django.core.cache import cache
 from django.db import transaction
+from django.utils import timezone
 
 from assistant.eventlog import get_event_log
 from assistant.models import ModelProfile
-from chat.models import Conversation, Message, new_stream_key
+from chat.models import Conversation, Message, SharedLink, new_stream_key
 from chat.prompt import larger_limit
+
+logger = logging.getLogger(__name__)
 
 # Long enough for any reply to notice; the key is only read while it streams.
 STOP_KEY_TTL = 3600
+# How long a deleted conversation can be brought back. After that it is
+# purged for good by the next deletion of the same user, or by
+# `manage.py purge_conversations`.
+UNDO_WINDOW = datetime.timedelta(days=1)
 
 
 def start_conversation(user, model, first_text):
@@ -91,3 +102,61 @@ def _enqueue(reply_id):
     from chat.tasks import generate_reply
 
     generate_reply.delay(reply_id)
+
+
+def rename_conversation(conversation, title):
+    conversation.title = title
+    conversation.save(update_fields=["title", "updated"])
+
+
+def set_pinned(conversation, pinned):
+    conversation.pinned = pinned
+    # A pin is not activity: the conversation keeps its place by date.
+    Conversation.objects.filter(pk=conversation.pk).update(pinned=pinned)
+
+
+@transaction.atomic
+def delete_conversation(conversation):
+    """Hide a conversation at once and keep it for an undo.
+
+    Replies still being written are stopped, so the GPU does not go on
+    writing for a conversation nobody can see.
+    """
+    for reply in conversation.messages.filter(
+        status__in=[Message.Status.QUEUED, Message.Status.STREAMING]
+    ):
+        request_stop(reply)
+    conversation.deleted_at = timezone.now()
+    Conversation.objects.filter(pk=conversation.pk).update(
+        deleted_at=conversation.deleted_at
+    )
+    purge_deleted(user=conversation.user)
+
+
+def restore_conversation(conversation):
+    conversation.deleted_at = None
+    Conversation.objects.filter(pk=conversation.pk).update(deleted_at=None)
+
+
+def purge_deleted(user=None, now=None):
+    """Delete for good the conversations whose undo window has passed."""
+    cutoff = (now or timezone.now()) - UNDO_WINDOW
+    expired = Conversation.objects.filter(deleted_at__lt=cutoff)
+    if user is not None:
+        expired = expired.filter(user=user)
+    count, _by_model = expired.delete()
+    if count:
+        logger.info("purged %s rows of conversations deleted before %s", count, cutoff)
+    return count
+
+
+def share_conversation(conversation):
+    """The conversation's read-only link, made if it has none."""
+    link = conversation.shared_links.active().first()
+    if link is None:
+        link = SharedLink.objects.create(conversation=conversation)
+    return link
+
+
+def revoke_shares(conversation):
+    conversation.shared_links.active().update(revoked_at=timezone.now())

@@ -172,9 +172,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     @database_sync_to_async
     def _get_conversation(self, conversation_id):
-        return Conversation.objects.filter(
-            pk=_as_int(conversation_id), user=self.user
-        ).first()
+        return (
+            Conversation.objects.visible()
+            .filter(pk=_as_int(conversation_id), user=self.user)
+            .first()
+        )
 
     @database_sync_to_async
     def _get_reply(self, message_id):
@@ -184,6 +186,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 pk=_as_int(message_id),
                 role=Message.Role.ASSISTANT,
                 conversation__user=self.user,
+                conversation__deleted_at__isnull=True,
             )
             .first()
         )

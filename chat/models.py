@@ -1,3 +1,4 @@
+import secrets
 import uuid
 
 from django.conf import settings
@@ -12,6 +13,15 @@ def new_stream_key():
     return uuid.uuid4().hex
 
 
+class ConversationQuerySet(models.QuerySet):
+    def visible(self):
+        """Conversations not in the bin: deleted ones wait there for an undo."""
+        return self.filter(deleted_at__isnull=True)
+
+    def in_sidebar_order(self):
+        return self.visible().order_by("-pinned", "-updated")
+
+
 class Conversation(models.Model):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -20,12 +30,21 @@ class Conversation(models.Model):
     )
     title = models.CharField(_("title"), max_length=200, blank=True)
     model = models.CharField(_("model"), max_length=200, blank=True)
+    pinned = models.BooleanField(_("pinned"), default=False)
+    # Set when the user deletes the conversation; it is hidden at once and
+    # purged for good once the undo window has passed (see chat.actions).
+    deleted_at = models.DateTimeField(null=True, blank=True)
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True, db_index=True)
 
+    objects = ConversationQuerySet.as_manager()
+
     class Meta:
         ordering = ["-updated"]
-        indexes = [models.Index(fields=["user", "-updated"])]
+        indexes = [
+            models.Index(fields=["user", "-updated"]),
+            models.Index(fields=["user", "-pinned", "-updated"]),
+        ]
 
     def __str__(self):
         return self.title or f"#{self.pk}"
@@ -125,3 +144,41 @@ class Message(models.Model):
     def stop_key(self):
         """The cache key whose presence asks the worker to stop this reply."""
         return f"chat:stop:{self.stream_key}"
+
+
+def new_share_token():
+    return secrets.token_urlsafe(24)
+
+
+class SharedLinkQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(
+            revoked_at__isnull=True, conversation__deleted_at__isnull=True
+        )
+
+
+class SharedLink(models.Model):
+    """A read-only link to a conversation, for colleagues who are signed in.
+
+    The token is the only secret: whoever holds the link and can sign in to
+    the app may read the conversation as it stands now, until the owner
+    revokes it. Nobody but the owner can write to the conversation.
+    """
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="shared_links"
+    )
+    token = models.CharField(max_length=64, unique=True, default=new_share_token)
+    created = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = SharedLinkQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self):
+        return f"share of {self.conversation_id}"
+
+    def get_absolute_url(self):
+        return reverse("chat-shared", args=[self.token])

@@ -5,4 +5,31 @@ from chat import views
 urlpatterns = [
     path("", views.home, name="chat-home"),
     path("c/<int:pk>/", views.conversation, name="chat-conversation"),
+    path("c/<int:pk>/rename/", views.rename, name="chat-rename"),
+    path("c/<int:pk>/pin/", views.pin, name="chat-pin"),
+    path("c/<int:pk>/delete/", views.delete, name="chat-delete"),
+    path("c/<int:pk>/restore/", views.restore, name="chat-restore"),
+    path("c/<int:pk>/share/", views.share, name="chat-share"),
+    path("c/<int:pk>/unshare/", views.unshare, name="chat-unshare"),
+    path("s/<str:token>/", views.shared, name="chat-shared"),
+    path(
+        "c/<int:pk>/export.md",
+        views.export,
+        {"kind": "md"},
+        name="chat-export-markdown",
+    ),
+    path(
+        "c/<int:pk>/export.json",
+        views.export,
+        {"kind": "json"},
+        name="chat-export-json",
+    ),
+    path("conversations/", views.conversation_list, name="chat-conversations"),
+    path("conversations/export/", views.export_all, name="chat-export-all"),
+    path(
+        "conversations/import/",
+        views.import_conversations,
+        name="chat-import",
+    ),
+    path("search/", views.search_view, name="chat-search"),
 ]

@@ -1,16 +1,31 @@
+import datetime
+from urllib.parse import quote
+
 from django.conf import settings
+from django.contrib import messages as flash
 from django.contrib.auth.decorators import login_required
-from django.shortcuts import get_object_or_404, render
+from django.core.paginator import Paginator
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
+from django.views.decorators.http import require_POST
 
 from assistant import failures
 from assistant.catalog import offered_models
 from assistant.models import ModelProfile
-from chat.models import Conversation, Message
+from chat import actions, exports, search
+from chat.models import Conversation, Message, SharedLink
 from chat.prompt import can_extend
 from chat.rendering import render_markdown
 
 SIDEBAR_CONVERSATIONS = 50
+LIST_PAGE_SIZE = 100
+SEARCH_PAGE_SIZE = 20
+# The conversation the next page offers to bring back, after a delete.
+UNDO_SESSION_KEY = "chat_undo_conversation"
 
 
 def offered_model_names():
@@ -24,8 +39,11 @@ def home(request):
 
 @login_required
 def conversation(request, pk):
-    conversation = get_object_or_404(Conversation, pk=pk, user=request.user)
-    return _room(request, conversation)
+    return _room(request, _get_conversation_for_user(request, pk))
+
+
+def _get_conversation_for_user(request, pk):
+    return get_object_or_404(Conversation.objects.visible(), pk=pk, user=request.user)
 
 
 def _room(request, conversation):
@@ -37,7 +55,11 @@ def _room(request, conversation):
 
     context = {
         "conversation": conversation,
-        "conversations": request.user.conversations.all()[:SIDEBAR_CONVERSATIONS],
+        "shared_link": _active_share(request, conversation),
+        "undo_conversation_id": request.session.pop(UNDO_SESSION_KEY, None),
+        "conversation_groups": group_by_date(
+            request.user.conversations.in_sidebar_order()[:SIDEBAR_CONVERSATIONS]
+        ),
         "models": models,
         "selected_model": _selected_model(conversation, models),
         "page_data": {
@@ -49,6 +71,43 @@ def _room(request, conversation):
         },
     }
     return render(request, "chat/room.html", context)
+
+
+def _active_share(request, conversation):
+    if conversation is None:
+        return None
+    link = conversation.shared_links.active().first()
+    if link is None:
+        return None
+    return {"url": request.build_absolute_uri(link.get_absolute_url())}
+
+
+def group_by_date(conversations, now=None):
+    """Conversations under headings: pinned first, then by their last activity.
+
+    Returns (key, heading, conversations) in display order, leaving out empty
+    groups; the key names the group for the page's script.
+    """
+    today = timezone.localdate(now)
+    boundaries = [
+        ("today", today, _("Today")),
+        ("yesterday", today - datetime.timedelta(days=1), _("Yesterday")),
+        ("week", today - datetime.timedelta(days=7), _("Previous 7 days")),
+        ("month", today - datetime.timedelta(days=30), _("Previous 30 days")),
+        ("older", datetime.date.min, _("Older")),
+    ]
+    groups = {key: [] for key, _start, _heading in boundaries}
+    groups["pinned"] = []
+    for item in conversations:
+        if item.pinned:
+            groups["pinned"].append(item)
+            continue
+        day = timezone.localdate(item.updated)
+        key = next(key for key, start, _heading in boundaries if day >= start)
+        groups[key].append(item)
+
+    headings = [("pinned", _("Pinned"))] + [(k, h) for k, _s, h in boundaries]
+    return [(key, heading, groups[key]) for key, heading in headings if groups[key]]
 
 
 def _selected_model(conversation, models):
@@ -130,6 +189,7 @@ def _ui_strings():
         ),
         "copy": _("Copy"),
         "copied": _("Copied"),
+        "copyMarkdown": _("Copy as Markdown"),
         "status.stopped": _("Stopped. The text so far is kept."),
         "status.length_in_reasoning": _(
             "The model reached its output limit while still thinking, so there "
@@ -161,7 +221,199 @@ def _ui_strings():
         "connection.back": _("Reconnected."),
         "serverSaid": _("The server said:"),
         "details": _("Details:"),
+        "today": _("Today"),
     }
     for code in failures.MESSAGES:
         strings[f"error.{code}"] = str(failures.describe(code))
     return strings
+
+
+@login_required
+def conversation_list(request):
+    conversations = request.user.conversations.in_sidebar_order()
+    page = Paginator(conversations, LIST_PAGE_SIZE).get_page(request.GET.get("page"))
+    context = {"page": page, "conversation_groups": group_by_date(page.object_list)}
+    return render(request, "chat/conversations.html", context)
+
+
+@require_POST
+@login_required
+def rename(request, pk):
+    conversation = _get_conversation_for_user(request, pk)
+    title = " ".join(request.POST.get("title", "").split())[:200]
+    if title:
+        actions.rename_conversation(conversation, title)
+    else:
+        flash.error(request, _("A title cannot be empty."))
+    return redirect(conversation)
+
+
+@require_POST
+@login_required
+def pin(request, pk):
+    conversation = _get_conversation_for_user(request, pk)
+    actions.set_pinned(conversation, request.POST.get("pinned") == "1")
+    return redirect(_safe_next(request, conversation.get_absolute_url()))
+
+
+@require_POST
+@login_required
+def delete(request, pk):
+    conversation = _get_conversation_for_user(request, pk)
+    actions.delete_conversation(conversation)
+    flash.info(
+        request,
+        _("“%(title)s” was deleted.") % {"title": conversation.title or _("Untitled")},
+        extra_tags="undo-delete",
+    )
+    request.session[UNDO_SESSION_KEY] = conversation.pk
+    return redirect("chat-home")
+
+
+@require_POST
+@login_required
+def restore(request, pk):
+    conversation = get_object_or_404(
+        Conversation, pk=pk, user=request.user, deleted_at__isnull=False
+    )
+    actions.restore_conversation(conversation)
+    return redirect(conversation)
+
+
+@require_POST
+@login_required
+def share(request, pk):
+    conversation = _get_conversation_for_user(request, pk)
+    actions.share_conversation(conversation)
+    return redirect(conversation)
+
+
+@require_POST
+@login_required
+def unshare(request, pk):
+    conversation = _get_conversation_for_user(request, pk)
+    actions.revoke_shares(conversation)
+    flash.info(request, _("The link no longer opens this conversation."))
+    return redirect(conversation)
+
+
+@login_required
+def shared(request, token):
+    """A conversation someone shared, read-only, for any signed-in user."""
+    link = get_object_or_404(
+        SharedLink.objects.active().select_related("conversation__user"),
+        token=token,
+    )
+    conversation = link.conversation
+    context = {
+        "conversation": conversation,
+        "owner": conversation.user,
+        "messages": [_shared_message(m) for m in conversation.messages.all()],
+    }
+    return render(request, "chat/shared.html", context)
+
+
+def _shared_message(message):
+    html = ""
+    if message.role == Message.Role.ASSISTANT:
+        # render_markdown sanitises with bleach; what it returns is safe.
+        html = mark_safe(render_markdown(message.content))
+    return {"message": message, "html": html}
+
+
+@login_required
+def export(request, pk, kind):
+    conversation = _get_conversation_for_user(request, pk)
+    stem = exports.export_stem(conversation)
+    if kind == "json":
+        body = exports.conversation_json(conversation)
+        return _download(body, f"{stem}.json", "application/json; charset=utf-8")
+
+    include_reasoning = request.GET.get("reasoning", "1") != "0"
+    body = exports.conversation_markdown(conversation, include_reasoning)
+    return _download(body, f"{stem}.md", "text/markdown; charset=utf-8")
+
+
+@login_required
+def export_all(request):
+    body = exports.archive(request.user.conversations.visible())
+    stamp = timezone.localdate().isoformat()
+    return _download(body, f"conversations-{stamp}.zip", "application/zip")
+
+
+@require_POST
+@login_required
+def import_conversations(request):
+    upload = request.FILES.get("file")
+    if upload is None:
+        flash.error(request, _("Choose a file to import."))
+        return redirect("chat-conversations")
+    try:
+        items = exports.read_import(upload.name, upload.read())
+    except exports.ImportProblem as problem:
+        flash.error(request, str(problem.user_message))
+        return redirect("chat-conversations")
+
+    imported = exports.import_conversations(request.user, items)
+    flash.success(
+        request,
+        _("Imported %(count)s conversations.") % {"count": len(imported)},
+    )
+    if len(imported) == 1:
+        return redirect(imported[0])
+    return redirect("chat-conversations")
+
+
+@login_required
+def search_view(request):
+    query = request.GET.get("q", "")
+    terms = search.query_terms(query)
+    include_reasoning = request.GET.get("reasoning") == "1"
+    page = None
+    results = []
+    if terms:
+        found = search.search_messages(request.user, terms, include_reasoning)
+        page = Paginator(found, SEARCH_PAGE_SIZE).get_page(request.GET.get("page"))
+        results = [
+            _search_result(message, terms, include_reasoning) for message in page
+        ]
+
+    context = {
+        "query": query,
+        "include_reasoning": include_reasoning,
+        "terms": terms,
+        "page": page,
+        "results": results,
+    }
+    return render(request, "chat/search.html", context)
+
+
+def _search_result(message, terms, include_reasoning):
+    passage, in_reasoning = search.snippet(message, terms, include_reasoning)
+    url = message.conversation.get_absolute_url() + f"#message-{message.pk}"
+    return {
+        "message": message,
+        "conversation": message.conversation,
+        "passage": passage,
+        "in_reasoning": in_reasoning,
+        "url": url,
+    }
+
+
+def _download(body, filename, content_type):
+    response = HttpResponse(body, content_type=content_type)
+    response["Content-Disposition"] = _attachment(filename)
+    return response
+
+
+def _attachment(filename):
+    """A Content-Disposition that survives a Chinese title in any browser."""
+    ascii_name = filename.encode("ascii", "ignore").decode() or "export"
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"
+
+
+def _safe_next(request, fallback):
+    target = request.POST.get("next", "")
+    if url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+        return target
+    return fallback

@@ -92,6 +92,7 @@
     var self = this;
     this.node = el("article", "message assistant");
     this.node.dataset.messageId = this.id;
+    this.node.id = "message-" + this.id;
 
     this.panel = el("details", "reasoning");
     this.panelLabel = el("summary", "reasoning-label");
@@ -116,10 +117,25 @@
     this.largerButton = this.actionButton("retry.larger_limit", "larger_limit");
     this.trimButton = this.actionButton("retry.trim_history", "trim_history");
     this.warning = el("div", "warning-note");
+    this.copyButton = el("button", "copy-answer", t("copyMarkdown"));
+    this.copyButton.type = "button";
+    this.copyButton.addEventListener("click", function () { self.copyAnswer(); });
 
     this.node.append(
-      this.panel, this.waiting, this.answerNode, this.note, this.warning, this.actions
+      this.panel, this.waiting, this.answerNode, this.note, this.warning, this.actions,
+      this.copyButton
     );
+  };
+
+  /* The answer as the model wrote it: Markdown, with math and code as source. */
+  ReplyView.prototype.copyAnswer = function () {
+    var button = this.copyButton;
+    var clipboard = window.navigator.clipboard;
+    if (!clipboard) return;
+    clipboard.writeText(this.answer).then(function () {
+      button.textContent = t("copied");
+      window.setTimeout(function () { button.textContent = t("copyMarkdown"); }, 1500);
+    });
   };
 
   ReplyView.prototype.actionButton = function (label, mode) {
@@ -253,6 +269,7 @@
     this.actions.hidden = open || RETRYABLE.indexOf(this.status) === -1;
     this.largerButton.hidden = !this.canExtend;
     this.trimButton.hidden = TOO_LONG_CODES.indexOf(this.errorCode) === -1;
+    this.copyButton.hidden = open || !hasAnswer;
     refreshStopButton();
   };
 
@@ -307,6 +324,7 @@
   function addQuestion(message) {
     var node = el("article", "message user");
     node.dataset.messageId = message.id;
+    node.id = "message-" + message.id;
     node.append(el("div", "question-text", message.content));
     els.messages.append(node);
   }
@@ -431,6 +449,7 @@
         input.value = message.conversation.url;
       });
       addToSidebar(message.conversation);
+      showToolbar(message.conversation);
     }
     if (message.client_token && message.client_token === state.pendingToken) {
       els.text.value = "";
@@ -448,7 +467,48 @@
     link.href = conversation.url;
     link.dataset.conversationId = conversation.id;
     link.setAttribute("aria-current", "page");
-    els.list.prepend(link);
+    var today = todayGroup();
+    today.insertBefore(link, today.querySelector("a"));
+  }
+
+  /* Point the hidden toolbar, drawn for conversation 0, at the new one. */
+  function showToolbar(conversation) {
+    var toolbar = document.querySelector("[data-conversation-toolbar]");
+    var from = "/c/0/";
+    var to = "/c/" + conversation.id + "/";
+    toolbar.querySelectorAll("form").forEach(function (form) {
+      form.setAttribute("action", form.getAttribute("action").replace(from, to));
+    });
+    toolbar.querySelectorAll("a").forEach(function (link) {
+      link.setAttribute("href", link.getAttribute("href").replace(from, to));
+    });
+    toolbar.querySelectorAll("input[name=next]").forEach(function (input) {
+      input.value = input.value.replace(from, to);
+    });
+    toolbar.querySelector("[data-rename-input]").value = conversation.title;
+    toolbar.hidden = false;
+  }
+
+  /* The sidebar's "today" group, made after the pinned one if missing. */
+  function todayGroup() {
+    var group = els.list.querySelector('[data-group="today"]');
+    if (group) return group;
+    group = el("section", "conversation-group");
+    group.dataset.group = "today";
+    group.append(el("h2", "", t("today")));
+    var pinned = els.list.querySelector('[data-group="pinned"]');
+    els.list.insertBefore(group, pinned ? pinned.nextSibling : els.list.firstChild);
+    return group;
+  }
+
+  /* A search result links to #message-N: show that message, marked. */
+  function showLinkedMessage() {
+    var match = /^#message-(\d+)$/.exec(window.location.hash);
+    var node = match && document.getElementById("message-" + match[1]);
+    if (!node) return false;
+    node.classList.add("linked");
+    node.scrollIntoView({ block: "center" });
+    return true;
   }
 
   /* --------------------------------------------------------------- composer */
@@ -506,10 +566,32 @@
       submit();
     }
   });
-  els.stop.addEventListener("click", function () {
+  function stopOpenReplies() {
     openReplies().forEach(function (view) {
       sendAction({ action: "stop", message_id: view.id });
     });
+  }
+
+  els.stop.addEventListener("click", stopOpenReplies);
+
+  // Shortcuts, as in the chat tools researchers already use: Ctrl+Shift+O a
+  // new chat, Shift+Esc the composer, Ctrl+K search, Esc stops a reply.
+  document.addEventListener("keydown", function (event) {
+    var mod = event.ctrlKey || event.metaKey;
+    var key = event.key.toLowerCase();
+    if (mod && event.shiftKey && key === "o") {
+      event.preventDefault();
+      window.location.href = document.querySelector("[data-new-chat]").href;
+    } else if (event.shiftKey && event.key === "Escape") {
+      event.preventDefault();
+      els.text.focus();
+    } else if (mod && !event.shiftKey && key === "k") {
+      event.preventDefault();
+      document.querySelector("[data-search-input]").focus();
+    } else if (event.key === "Escape" && openReplies().length > 0) {
+      event.preventDefault();
+      stopOpenReplies();
+    }
   });
 
   // The thinking timer in an open panel ticks once a second. A reply that
@@ -527,8 +609,15 @@
     if (quiet) watch();
   }, 1000);
 
+  // On a phone the sidebar slides over the conversation.
+  var sidebarToggle = document.querySelector("[data-sidebar-toggle]");
+  sidebarToggle.addEventListener("click", function () {
+    var open = document.body.classList.toggle("sidebar-open");
+    sidebarToggle.setAttribute("aria-expanded", String(open));
+  });
+
   pageData.messages.forEach(addMessage);
-  els.messages.scrollTop = els.messages.scrollHeight;
+  if (!showLinkedMessage()) els.messages.scrollTop = els.messages.scrollHeight;
   refreshStopButton();
   window.addEventListener("beforeunload", function () { state.leaving = true; });
   connect();

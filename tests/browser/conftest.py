@@ -238,9 +238,9 @@ def page(browser, live_app, simulator):
         pass
 
 
-def sign_in(page, password=DEMO_PASSWORD):
+def sign_in(page, password=DEMO_PASSWORD, username="demo"):
     page.goto("/")
-    page.fill("#id_username", "demo")
+    page.fill("#id_username", username)
     page.fill("#id_password", password)
     page.click("button[type=submit].primary")
     page.wait_for_selector("[data-composer-text]")
