@@ -13,6 +13,10 @@ kind per request, so that a test can show each check catching its fault:
     brace        a brace dropped, or a stray one added
     placeholder  a placeholder lost
     environment  an environment name translated, or a translated one added
+
+With the suffix "_once" (damage=key_once) the model heeds a prompt that
+names the fault, as a model told why its last answer was refused usually
+does, and answers that retry undamaged.
 """
 
 import re
@@ -21,6 +25,14 @@ TEXT_BLOCK = re.compile(r"<text>\n?(?P<text>.*?)\n?</text>", re.DOTALL)
 PLACEHOLDER_SPLIT = re.compile(r"(⟦\d+⟧)")
 PLACEHOLDER = re.compile(r"⟦\d+⟧")
 DAMAGES = ("key", "brace", "placeholder", "environment")
+ONCE_SUFFIX = "_once"
+# How the app's retry prompt names each fault (academic.checks codes).
+FAULT_NAMES = {
+    "key": "keys",
+    "brace": "braces",
+    "placeholder": "placeholder",
+    "environment": "environments",
+}
 
 ARTICLE_NOUNS = "error|example|experiment|algorithm|input|output|important|effect"
 # (pattern, replacement) pairs, applied in order to the text outside
@@ -56,8 +68,10 @@ SENTENCE_END = re.compile(r"[.。](?=\s|$)")
 
 def check_damage(value, error_class):
     """`value` as a damage setting; error_class(400, why) when unknown."""
-    if value not in DAMAGES:
-        raise error_class(400, f"Simulator damage must be one of {DAMAGES}")
+    if value.removesuffix(ONCE_SUFFIX) not in DAMAGES:
+        raise error_class(
+            400, f"Simulator damage must be one of {DAMAGES}, each optionally _once"
+        )
     return value
 
 
@@ -68,9 +82,16 @@ def answer_for(question, damage=None):
         return None
 
     text = polish(match["text"])
-    if damage:
-        text = DAMAGERS[damage](text)
+    if damage and not _heeded(damage, question[: match.start()]):
+        text = DAMAGERS[damage.removesuffix(ONCE_SUFFIX)](text)
     return f"<text>\n{text}\n</text>"
+
+
+def _heeded(damage, instructions):
+    if not damage.endswith(ONCE_SUFFIX):
+        return False
+    kind = damage.removesuffix(ONCE_SUFFIX)
+    return re.search(rf"\b{FAULT_NAMES[kind]}\b", instructions) is not None
 
 
 def polish(text):

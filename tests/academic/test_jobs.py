@@ -364,3 +364,15 @@ def test_it_asks_for_the_chosen_task_with_the_glossary(model_api, task, words):
     assert words in system["content"]
     assert "注意力 = attention" in user["content"]
     assert user["content"].endswith("<text>\n注意力机制很有效。\n</text>")
+
+
+def test_it_uses_the_retry_when_the_model_heeds_the_reason(model_api, shared_dir):
+    source = case_bytes(shared_dir, "c01_custom_macros.tex")
+
+    job = run(start(make_user(), source, glossary="[[sim damage=key_once]]"))
+
+    (chunk,) = job.chunks.all()
+    assert chunk.status == PolishChunk.Status.DONE
+    assert chunk.attempts == 2
+    assert "Moreover" in chunk.result_text and "smith2020" not in chunk.result_text
+    assert keyed_commands(chunk.result_text) == keyed_commands(source.decode())
