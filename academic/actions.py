@@ -4,15 +4,16 @@ several rows or reach beyond the database (the task queue, the stop key)."""
 import logging
 import math
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
-from academic import prompts
+from academic import compiling, project, prompts
 from academic.chunking import split_into_chunks
-from academic.encoding import DecodedText
+from academic.encoding import DecodedText, EncodingProblem, encode_text
 from academic.masking import mask_document
 from academic.models import (
     NEWLINE_CHOICE,
@@ -90,8 +91,13 @@ def start_job(owner, documents, fields, archive=None, not_processed=()):
     masked = [mask_document(doc.decoded.text, doc.kind) for doc in documents]
 
     with transaction.atomic():
+        has_latex = any(doc.kind == PolishJob.SourceKind.LATEX for doc in documents)
         job = PolishJob.objects.create(
-            owner=owner, archive=archive, not_processed=list(not_processed), **fields
+            owner=owner,
+            archive=archive,
+            not_processed=list(not_processed),
+            compile_status=PolishJob.CompileStatus.PENDING if has_latex else "",
+            **fields,
         )
         chunks = []
         for position, (document, masked_text) in enumerate(zip(documents, masked)):
@@ -114,6 +120,7 @@ def start_job(owner, documents, fields, archive=None, not_processed=()):
     logger.info("job %s: %s chunks of at most %s tokens", job.pk, len(chunks), budget)
     if not chunks:
         job.finish_if_complete()
+        check_compiles(job)
     return job
 
 
@@ -145,12 +152,64 @@ def cancel_job(job):
     PolishJob.objects.filter(pk=job.pk, status=PolishJob.Status.RUNNING).update(
         status=PolishJob.Status.CANCELLED, finished_at=timezone.now()
     )
-    job.refresh_from_db(fields=["status", "finished_at"])
+    # A cancelled job is not compiled: part of it was never done.
+    PolishJob.objects.filter(
+        pk=job.pk, compile_status=PolishJob.CompileStatus.PENDING
+    ).update(compile_status=PolishJob.CompileStatus.NOT_LATEX)
+    job.refresh_from_db(fields=["status", "finished_at", "compile_status"])
     job.chunks.filter(status=PolishChunk.Status.QUEUED).update(
         status=PolishChunk.Status.KEPT,
         failure_code="cancelled",
         finished_at=timezone.now(),
     )
+
+
+def check_compiles(job):
+    """Compile the original and the model's result of a finished LaTeX job.
+
+    Runs once per job, in the worker that finished its last chunk.
+    """
+    claimed = PolishJob.objects.filter(
+        pk=job.pk,
+        status=PolishJob.Status.DONE,
+        compile_status=PolishJob.CompileStatus.PENDING,
+    ).update(compile_status=PolishJob.CompileStatus.RUNNING)
+    if not claimed:
+        return
+
+    original, result, main = _compile_trees(job)
+    outcome = compiling.check_result(original, result, main)
+    job.compile_status = outcome.status
+    job.compile_engine = outcome.engine
+    job.compile_errors = "\n".join(outcome.new_errors)
+    job.save(update_fields=["compile_status", "compile_engine", "compile_errors"])
+    logger.info("job %s compile check: %s", job.pk, outcome.status)
+
+
+def _compile_trees(job):
+    """({path: bytes} of the original, of the result, the main file's path)."""
+    original = {}
+    result = {}
+    for polish_file, text in job.merged_texts(accept_all=True).items():
+        source = polish_file.decoded_source()
+        path = polish_file.path if job.is_project else _single_name(polish_file)
+        original[path] = encode_text(polish_file.source_text, source)
+        try:
+            result[path] = encode_text(text, source)
+        except EncodingProblem:
+            result[path] = encode_text(text, source, as_utf8=True)
+
+    main = next(iter(original))
+    if job.is_project:
+        members = project.read_members(bytes(job.archive))
+        original = {**members, **original}
+        result = {**members, **result}
+    return original, result, main
+
+
+def _single_name(polish_file):
+    name = PurePosixPath(polish_file.path or "document.tex").name
+    return name if name.endswith(".tex") else "document.tex"
 
 
 def decide(chunk, change_index, accepted):

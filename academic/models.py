@@ -53,6 +53,17 @@ class PolishJob(models.Model):
         DONE = "done", _("done")
         CANCELLED = "cancelled", _("cancelled")
 
+    class CompileStatus(models.TextChoices):
+        # The values of academic.compiling, and two of this model's own.
+        NOT_LATEX = "", _("not LaTeX")
+        PENDING = "pending", _("waiting for the parts")
+        RUNNING = "running", _("compiling")
+        OK = "ok", _("compiles")
+        BROKEN = "broken", _("no longer compiles")
+        ORIGINAL_FAILS = "original_fails", _("the original does not compile here")
+        SKIPPED = "skipped", _("TeX is not installed")
+        NOT_A_DOCUMENT = "not_a_document", _("not a whole document")
+
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.CASCADE,
@@ -75,6 +86,12 @@ class PolishJob(models.Model):
     status = models.CharField(
         _("status"), max_length=16, choices=Status.choices, default=Status.RUNNING
     )
+    compile_status = models.CharField(
+        _("compile check"), max_length=16, choices=CompileStatus.choices, blank=True
+    )
+    compile_engine = models.CharField(max_length=16, blank=True)
+    # The errors the result has and the original has not, one a line.
+    compile_errors = models.TextField(blank=True)
     # Names the job's cache keys; unlike the id, never reused by a later job.
     cache_key = models.CharField(max_length=32, default=new_cache_key, editable=False)
     created = models.DateTimeField(auto_now_add=True)
@@ -109,6 +126,14 @@ class PolishJob(models.Model):
     @property
     def is_project(self):
         return self.archive is not None
+
+    @property
+    def is_checking(self):
+        """Whether the compile check is still to come."""
+        return self.compile_status in (
+            self.CompileStatus.PENDING,
+            self.CompileStatus.RUNNING,
+        )
 
     def progress(self):
         """(chunks finished, chunks in all)."""

@@ -2,6 +2,7 @@ import logging
 
 from celery import shared_task
 
+from academic import actions
 from academic.generation import ChunkWriter
 from academic.models import PolishChunk
 
@@ -11,7 +12,7 @@ logger = logging.getLogger(__name__)
 @shared_task(ignore_result=True)
 def polish_chunk(chunk_id):
     """Polish, check or translate the chunk `chunk_id`, then close its job
-    if it was the last one.
+    and run the compile check if it was the last one.
 
     A chunk deleted with its job, or no longer queued (a duplicate delivery,
     a cancelled job), is skipped. One call holds one worker thread while the
@@ -25,8 +26,8 @@ def polish_chunk(chunk_id):
 
     if chunk.status != PolishChunk.Status.QUEUED:
         logger.info("chunk %s is %s, not queued; skipped", chunk_id, chunk.status)
-        chunk.job.finish_if_complete()
-        return
+    else:
+        ChunkWriter(chunk).run()
 
-    ChunkWriter(chunk).run()
-    chunk.job.finish_if_complete()
+    if chunk.job.finish_if_complete():
+        actions.check_compiles(chunk.job)

@@ -9,6 +9,7 @@ from django.http import HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy as _lazy
 from django.views.decorators.http import require_GET, require_POST
 
 from academic import actions, project
@@ -69,7 +70,7 @@ def job(request, pk):
         "job": job,
         "files": files,
         "offer_utf8": any(f.encoding != "utf-8" or f.has_bom for f in files),
-        "has_latex": any(f.source_kind == PolishJob.SourceKind.LATEX for f in files),
+        "compile": compile_data(job),
         "not_processed": [
             {"path": item["path"], "reason": not_processed_reason(item["reason"])}
             for item in job.not_processed
@@ -99,8 +100,47 @@ def job_status(request, pk):
             "total": total,
             "queuePosition": cache.get(job.queue_key) if job.is_running else None,
             "chunks": [{"id": pk, "status": status} for pk, status in chunks],
+            "compile": compile_data(job),
         }
     )
+
+
+COMPILE_MESSAGES = {
+    PolishJob.CompileStatus.PENDING: _lazy(
+        "The compile check runs once every part is done."
+    ),
+    PolishJob.CompileStatus.RUNNING: _lazy("Compiling the original and the result…"),
+    PolishJob.CompileStatus.OK: _lazy(
+        "The result compiles with %(engine)s, as the original does."
+    ),
+    PolishJob.CompileStatus.BROKEN: _lazy(
+        "The result no longer compiles with %(engine)s. Errors the original does "
+        "not have:"
+    ),
+    PolishJob.CompileStatus.ORIGINAL_FAILS: _lazy(
+        "The original does not compile here either (a class, package or file is "
+        "missing), so the compile check cannot judge the result."
+    ),
+    PolishJob.CompileStatus.SKIPPED: _lazy(
+        "TeX is not installed here: the compile check was skipped; the structural "
+        "checks ran."
+    ),
+    PolishJob.CompileStatus.NOT_A_DOCUMENT: _lazy(
+        "Not a whole document (no \\documentclass): the compile check was skipped."
+    ),
+}
+
+
+def compile_data(job):
+    """The compile check's state as the page shows it, or None for non-LaTeX."""
+    message = COMPILE_MESSAGES.get(job.compile_status)
+    if message is None:
+        return None
+    return {
+        "status": job.compile_status,
+        "message": str(message) % {"engine": job.compile_engine},
+        "errors": job.compile_errors,
+    }
 
 
 @login_required

@@ -97,11 +97,26 @@
     }
 
     root.dataset.status = status.status;
-    if (status.status === "running") {
+    showCompile(status.compile);
+    const checking = status.compile && ["pending", "running"].includes(status.compile.status);
+    if (status.status === "running" || (status.status === "done" && checking)) {
       window.setTimeout(poll, POLL_MS);
     } else if (cancelForm) {
       cancelForm.hidden = true;
     }
+  }
+
+  function showCompile(compile) {
+    const section = root.querySelector("[data-compile-section]");
+    section.hidden = !compile;
+    if (!compile) {
+      return;
+    }
+    section.dataset.compileStatus = compile.status;
+    section.querySelector("[data-compile-message]").textContent = compile.message;
+    const errors = section.querySelector("[data-compile-errors]");
+    errors.textContent = compile.errors;
+    errors.hidden = !compile.errors;
   }
 
   function showProgress(status) {
