@@ -6,10 +6,12 @@ errors the original does not have count against the result: a paper that
 needs a class or a figure missing here fails both ways, and that says
 nothing about the polishing. xelatex is used for documents that need it
 (ctex, xeCJK, fontspec), pdflatex otherwise. Shell escape stays off, and
-each run has a time limit.
+each run has a time limit; TeX may read and write only inside the
+document's folder.
 """
 
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -98,6 +100,7 @@ def compile_tree(files, main_path, engine):
             completed = subprocess.run(
                 command,
                 cwd=main.parent,
+                env=_tex_environment(root),
                 capture_output=True,
                 timeout=COMPILE_SECONDS,
                 stdin=subprocess.DEVNULL,
@@ -111,6 +114,23 @@ def compile_tree(files, main_path, engine):
         log = main.with_suffix(".log")
         text = log.read_text(errors="replace") if log.exists() else ""
         return CompileRun(completed.returncode == 0, read_errors(text))
+
+
+def _tex_environment(root):
+    """The environment of a TeX run on an uploaded document.
+
+    Paranoid file access: the document may read and write only below its
+    own folder, so that \\input{/etc/passwd} cannot show up in the errors
+    the page displays. Shell escape is off here too, not only by flag.
+    """
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(root),
+        "TEXMFVAR": str(root / ".texmf-var"),
+        "openin_any": "p",
+        "openout_any": "p",
+        "shell_escape": "f",
+    }
 
 
 def _message(error):

@@ -109,3 +109,13 @@ def test_it_does_not_compile_a_cancelled_or_plain_text_job(model_api):
     assert plain.compile_status == PolishJob.CompileStatus.NOT_LATEX
     cancelled.refresh_from_db()
     assert cancelled.compile_status == PolishJob.CompileStatus.NOT_LATEX
+
+
+@needs_pdflatex
+def test_it_lets_a_document_read_nothing_outside_its_folder():
+    prying = DOCUMENT.replace(b"In addition", b"\\input{/etc/hostname} In addition")
+
+    run = compiling.compile_tree({"paper.tex": prying}, "paper.tex", "pdflatex")
+
+    assert not run.succeeded
+    assert any("/etc/hostname" in error or "not found" in error for error in run.errors)
