@@ -133,36 +133,50 @@ class ChunkWriter:
 
         self.profile = ModelProfile.ensure(self.job.model)
         rejection = None
-        failure = None
         for _attempt in range(ATTEMPTS):
-            self.chunk.attempts += 1
-            try:
-                answer = self._ask(rejection)
-            except ChunkFailure as exc:
-                failure = exc
-                rejection = None
-                continue
-
-            returned = prompts.read_answer(answer.text, self.chunk.masked_text)
-            problems = checks.check_chunk(
-                self._masked(), self.chunk.masked_text, returned
-            )
-            if not problems:
-                result = self._masked().restore(returned)
-                self.chunk.finish(
-                    result, answer.prompt_tokens, answer.completion_tokens
-                )
+            failure = self._try(rejection)
+            if failure is None:
                 return
+            # Only a check's reason helps the model; a cut-off answer or a
+            # server error is simply asked again.
+            rejection = failure.detail if failure.code in checks.MESSAGES else None
+        self.chunk.keep_original(failure.code, failure.detail)
 
-            failure = ChunkFailure(problems[0].code, _details(problems))
-            rejection = _details(problems)
+    def _try(self, rejection):
+        """One request and its checks: None when the chunk is finished, else
+        the ChunkFailure that stopped it."""
+        self.chunk.attempts += 1
+        try:
+            answer = self._ask(rejection)
+        except ChunkFailure as exc:
+            return exc
+
+        self._count_usage(answer)
+        masked = self._masked()
+        returned = prompts.read_answer(answer.text, self.chunk.masked_text)
+        problems = checks.check_chunk(masked, self.chunk.masked_text, returned)
+        if problems:
+            details = _details(problems)
             logger.info(
                 "chunk %s rejected (attempt %s): %s",
                 self.chunk.pk,
                 self.chunk.attempts,
-                rejection,
+                details,
             )
-        self.chunk.keep_original(failure.code, failure.detail)
+            return ChunkFailure(problems[0].code, details)
+
+        self.chunk.finish(masked.restore(returned))
+        return None
+
+    def _count_usage(self, answer):
+        # Every attempt used the backend, so every attempt is counted.
+        chunk = self.chunk
+        if answer.prompt_tokens is not None:
+            chunk.prompt_tokens = (chunk.prompt_tokens or 0) + answer.prompt_tokens
+        if answer.completion_tokens is not None:
+            chunk.completion_tokens = (
+                chunk.completion_tokens or 0
+            ) + answer.completion_tokens
 
     def _masked(self):
         protected = self.chunk.file.protected

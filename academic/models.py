@@ -320,11 +320,10 @@ class PolishChunk(models.Model):
         }
         return diffing.merge(self.original_text, changes, accepted)
 
-    def finish(self, result_text, prompt_tokens=None, completion_tokens=None):
+    def finish(self, result_text):
+        """End the chunk with the model's text (token counts as set)."""
         self.status = self.Status.DONE
         self.result_text = result_text
-        self.prompt_tokens = prompt_tokens
-        self.completion_tokens = completion_tokens
         self.finished_at = timezone.now()
         self.save(
             update_fields=[

@@ -40,6 +40,8 @@ def test_it_polishes_c01_and_keeps_macros_comments_and_escapes(model_api, shared
 
     assert job.status == PolishJob.Status.DONE
     assert set(job.chunks.values_list("status", flat=True)) == {"done"}
+    (chunk,) = job.chunks.all()
+    assert chunk.attempts == 1 and chunk.completion_tokens > 0
     polished = job.merged_text(accept_all=True)
     assert "a wide margin" in polished and "Moreover, we ran" in polished
     assert polished.count(" % reviewer 2 asked for this\n\\revise{") == 1
@@ -140,6 +142,7 @@ def test_it_catches_each_kind_of_damage_and_keeps_the_original(
     assert chunk.status == PolishChunk.Status.KEPT
     assert chunk.failure_code == code
     assert chunk.attempts == 2
+    assert chunk.prompt_tokens > 0 and chunk.completion_tokens > 0
     assert job.status == PolishJob.Status.DONE
     assert download(job) == source
     assert encode_text(
