@@ -1,7 +1,8 @@
 """How close to the backend's limit does a whole paper get polished?
 
-Polishes the LaTeX files of ../shared/papers/scipy-1.0 (paper.tex and the
-files it inputs, one job each) through the model simulator, paced at a set
+Polishes ../shared/papers/scipy-1.0 as a LaTeX project (zipped, its main
+file found and its inputs followed, as an upload would be) in one job
+through the model simulator, paced at a set
 rate per stream with a set number of streams admitted at once, and prints:
 
 - wall time, from the first job created to the last chunk finished;
@@ -9,8 +10,8 @@ rate per stream with a set number of streams admitted at once, and prints:
   throughput (streams times tokens per second per stream), which no
   scheduling can beat; once at the nominal rate and once at the rate one
   stream measured alone gets (the simulator's pacing runs below nominal);
-- the app's own time in masking and chunking, in the checks and in the
-  word diff of the review, each summed over all calls;
+- the app's own time reading the project, masking and chunking, in the
+  checks and in the word diff of the review, each summed over all calls;
 - peak memory: the process's maximum resident set, which includes the
   simulator running in-process, and with --heap the Python heap's peak
   (tracemalloc, which slows the app's own work several times over).
@@ -25,6 +26,7 @@ through the same task, admission and stream reading as in the app.
 
 import argparse
 import functools
+import io
 import os
 import resource
 import shutil
@@ -33,6 +35,7 @@ import tempfile
 import threading
 import time
 import tracemalloc
+import zipfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -41,15 +44,6 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
 PAPER_DIR = BASE_DIR.parent / "shared" / "papers" / "scipy-1.0"
-PAPER_FILES = [
-    "paper.tex",
-    "core-dev.tex",
-    "consortium.tex",
-    "subpackages.tex",
-    "scipy-optimize.tex",
-    "ckdtree.tex",
-    "poly.tex",
-]
 CHARS_PER_TOKEN = 4
 
 
@@ -155,9 +149,7 @@ def run(args, simulator):
 
     from django.contrib.auth import get_user_model
 
-    from academic import actions
-    from academic.encoding import decode_bytes
-    from academic.models import PolishChunk, PolishJob
+    from academic.models import PolishChunk
     from assistant.embedded import start_embedded_worker, stop_embedded_worker
     from assistant.models import ModelProfile
 
@@ -167,46 +159,90 @@ def run(args, simulator):
     owner = get_user_model().objects.create_user("bench")
     start_embedded_worker()
 
+    archive = zip_folder(args.papers)
     if args.heap:
         tracemalloc.start()
     started = time.monotonic()
-    jobs = []
-    for name in PAPER_FILES:
-        data = (args.papers / name).read_bytes()
-        fields = {
-            "task": PolishJob.Task.POLISH,
-            "preset": PolishJob.Preset.JOURNAL,
-            "glossary": "",
-            "model": args.model,
-            "source_kind": PolishJob.SourceKind.LATEX,
-            "file_name": name,
-        }
-        jobs.append(actions.start_job(owner, decode_bytes(data), fields))
-
-    chunks = PolishChunk.objects.filter(job__in=jobs)
+    job = start_project_job(owner, archive, args.model)
+    chunks = PolishChunk.objects.filter(job=job)
     deadline = started + args.timeout
     while chunks.exclude(status__in=PolishChunk.FINISHED_STATUSES).exists():
         if time.monotonic() > deadline:
             sys.exit(f"not finished within {args.timeout} s")
         time.sleep(0.05)
     wall = time.monotonic() - started
+    compile_seconds = wait_for_compile_check(job, deadline)
 
-    for job in jobs:
-        for chunk in job.chunks.all():
-            chunk.changes()
+    for chunk in job.chunks.all():
+        chunk.changes()
     heap_peak = None
     if args.heap:
         _heap, heap_peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
     stop_embedded_worker()
+    timings.seconds["compile check"] = compile_seconds
+    timings.calls["compile check"] = 1
     report(args, simulator, chunks, wall, timings, heap_peak, stream_rate)
+
+
+def wait_for_compile_check(job, deadline):
+    """Seconds from the last chunk to the end of the compile check."""
+    started = time.monotonic()
+    while True:
+        job.refresh_from_db(fields=["compile_status"])
+        if not job.is_checking:
+            return time.monotonic() - started
+        if time.monotonic() > deadline:
+            sys.exit("the compile check did not finish in time")
+        time.sleep(0.05)
+
+
+def zip_folder(folder):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(folder).as_posix())
+    return buffer.getvalue()
+
+
+def start_project_job(owner, archive, model):
+    """The job an upload of `archive` starts, as the form starts it."""
+    from academic import actions, project
+    from academic.models import PolishJob
+
+    latex_project = project.read_project(archive)
+    documents = [
+        actions.Document(path, latex_project.decoded[path], PolishJob.SourceKind.LATEX)
+        for path in latex_project.edit_order
+    ]
+    fields = {
+        "task": PolishJob.Task.POLISH,
+        "preset": PolishJob.Preset.JOURNAL,
+        "glossary": "",
+        "model": model,
+        "file_name": "scipy-1.0.zip",
+    }
+    return actions.start_job(
+        owner,
+        documents,
+        fields,
+        archive=archive,
+        not_processed=latex_project.not_processed,
+    )
+
+
+def job_compile_status(chunks):
+    job = chunks.first().job
+    return job.compile_status or "not run"
 
 
 def instrument():
     """Time the app's own work: masking and chunking, checks, the diff."""
-    from academic import actions, diffing, generation
+    from academic import actions, diffing, generation, project
 
     timings = Timings()
+    timings.wrap(project, "read_project", "project")
     timings.wrap(actions, "mask_document", "mask")
     timings.wrap(actions, "split_into_chunks", "chunk")
     timings.wrap(generation.checks, "check_chunk", "checks")
@@ -224,7 +260,8 @@ def report(args, simulator, chunks, wall, timings, heap_peak, stream_rate):
     kept = chunks.filter(status="kept").count()
     max_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    print(f"papers: {args.papers.name}, {len(PAPER_FILES)} files, model {args.model}")
+    files = chunks.values("file").distinct().count()
+    print(f"papers: {args.papers.name}, {files} files edited, model {args.model}")
     print(
         f"backend: {args.streams} streams x {args.rate:g} tokens/s = "
         f"{throughput:g} tokens/s; simulator saw at most {stats['max_active']} at once"
@@ -241,10 +278,11 @@ def report(args, simulator, chunks, wall, timings, heap_peak, stream_rate):
     print(f"{'wall / floor':<28}{wall / floor if floor else float('nan'):>10.2f}")
     print(f"{'floor at measured rate':<28}{measured_floor:>10.2f}")
     print(f"{'wall / that floor':<28}{wall / measured_floor:>10.2f}")
-    for label in ("mask", "chunk", "checks", "diff"):
+    for label in ("project", "mask", "chunk", "checks", "diff", "compile check"):
         seconds = timings.seconds[label]
         calls = timings.calls[label]
         print(f"{'app: ' + label + f' ({calls} calls)':<28}{seconds:>10.3f}")
+    print(f"compile check: {job_compile_status(chunks)}")
     print()
     if heap_peak is not None:
         print(f"peak Python heap: {heap_peak / 2**20:.1f} MiB (timings inflated)")
