@@ -52,6 +52,8 @@ ENGLISH_EDITS = [
     (re.compile(r"\b(it|this|that|which) have\b"), r"\1 has"),
     (re.compile(r"\b(\w+tion) are\b"), r"\1 is"),
     (re.compile(r"\bwe (\w+)ies\b"), r"we \1y"),
+    (re.compile(r"\b(We|we) presents\b"), r"\1 present"),
+    (re.compile(r"\b(objects|methods|results) is\b"), r"\1 are"),
 ]
 CHINESE_EDITS = [
     (re.compile("提出了"), "提出"),

@@ -379,3 +379,17 @@ def test_it_uses_the_retry_when_the_model_heeds_the_reason(model_api, shared_dir
     assert chunk.attempts == 2
     assert "Moreover" in chunk.result_text and "smith2020" not in chunk.result_text
     assert keyed_commands(chunk.result_text) == keyed_commands(source.decode())
+
+
+def test_it_polishes_an_abstract_given_as_a_command_c06(model_api, shared_dir):
+    source = case_bytes(shared_dir, "c06_abstract_cmd.tex")
+
+    job = run(start(make_user(), source))
+
+    result = job.merged_text(accept_all=True)
+    assert job.status == PolishJob.Status.DONE
+    assert "\\abstract{We present a lightweight detector" in result
+    assert "Small objects are hard to detect" in result
+    assert "\\keywords{object detection, aerial imagery, attention}" in result
+    assert keyed_commands(result) == keyed_commands(source.decode())
+    assert result.splitlines()[:2] == source.decode().splitlines()[:2]
