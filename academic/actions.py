@@ -95,6 +95,7 @@ def start_job(owner, documents, fields, archive=None, not_processed=()):
         job = PolishJob.objects.create(
             owner=owner,
             archive=archive,
+            is_project=archive is not None,
             not_processed=list(not_processed),
             compile_status=PolishJob.CompileStatus.PENDING if has_latex else "",
             **fields,

@@ -33,5 +33,5 @@ class PolishJobAdmin(admin.ModelAdmin):
     list_filter = ["status", "task", "model"]
     search_fields = ["owner__username", "file_name"]
     readonly_fields = ["owner", "task", "preset", "model", "file_name", "status"]
-    exclude = ["archive", "cache_key"]
+    exclude = ["archive", "cache_key", "is_project"]
     inlines = [PolishFileInline, PolishChunkInline]

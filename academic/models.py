@@ -80,6 +80,8 @@ class PolishJob(models.Model):
     # A project's zip as uploaded: the download is this archive with the
     # edited files replaced and every other member left byte for byte.
     archive = models.BinaryField(null=True, blank=True, editable=False)
+    # Known without loading the archive, which pages defer.
+    is_project = models.BooleanField(default=False, editable=False)
     # What a project referred to but the job could not edit, as
     # [{"path": ..., "reason": ...}] (academic.project).
     not_processed = models.JSONField(default=list, blank=True)
@@ -122,10 +124,6 @@ class PolishJob(models.Model):
     @property
     def is_running(self):
         return self.status == self.Status.RUNNING
-
-    @property
-    def is_project(self):
-        return self.archive is not None
 
     @property
     def is_checking(self):

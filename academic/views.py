@@ -28,7 +28,9 @@ DEFAULT_SUFFIX = {
 
 
 def _get_job_for_user(request, pk):
-    return get_object_or_404(PolishJob, pk=pk, owner=request.user)
+    # A project's archive (up to 20 MB) is loaded only where it is used.
+    jobs = PolishJob.objects.defer("archive")
+    return get_object_or_404(jobs, pk=pk, owner=request.user)
 
 
 @login_required
@@ -52,7 +54,7 @@ def home(request):
 
     context = {
         "form": form,
-        "jobs": request.user.polish_jobs.all()[:RECENT_JOBS],
+        "jobs": request.user.polish_jobs.defer("archive")[:RECENT_JOBS],
     }
     return render(request, "academic/home.html", context, status=_form_status(form))
 
