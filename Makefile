@@ -23,6 +23,10 @@ test: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/stream_latency.py
 
+.PHONY: bench-img2latex
+bench-img2latex: $(VENV)/.installed-dev
+	$(BIN)/python bench/img2latex.py
+
 # Regenerate the translation catalogues after changing translated strings.
 messages: $(VENV)/.installed
 	$(BIN)/python manage.py makemessages -l zh_Hans --no-location --ignore ".venv/*" --ignore "var/*" --ignore "*/node_modules/*"

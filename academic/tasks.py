@@ -1,12 +1,79 @@
 import logging
 
 from celery import shared_task
+from django.conf import settings
 
-from academic import actions
+from academic import actions, img2tex
 from academic.generation import ChunkWriter
-from academic.models import PolishChunk
+from academic.models import Conversion, PolishChunk
+from assistant.admission import INTERACTIVE, TimedOut, wait_for_slot
+from assistant.models import ModelProfile
 
 logger = logging.getLogger(__name__)
+
+
+@shared_task(ignore_result=True)
+def convert_image(conversion_id):
+    """Read the source of conversion `conversion_id` from its picture.
+
+    Skips a conversion deleted meanwhile or no longer queued (a duplicate
+    delivery). Waits in the same fair admission queue as chat, as
+    interactive work of the owner, and holds one worker thread for the
+    request, which REQUEST_TIMEOUT_SECONDS bounds.
+    """
+    try:
+        conversion = Conversion.objects.get(pk=conversion_id)
+    except Conversion.DoesNotExist:
+        logger.info("conversion %s was deleted before it ran", conversion_id)
+        return
+
+    if conversion.status != Conversion.Status.QUEUED:
+        logger.warning("conversion %s is %s; skipped", conversion_id, conversion.status)
+        return
+
+    try:
+        _convert(conversion)
+    except img2tex.ConversionFailed as failure:
+        logger.warning(
+            "conversion %s failed: %s %s", conversion_id, failure.code, failure.detail
+        )
+        conversion.fail(failure.code, failure.detail)
+    except Exception as exc:  # noqa: BLE001 - a conversion must end either way
+        logger.exception("conversion %s broke", conversion_id)
+        conversion.fail("internal", exc.__class__.__name__)
+
+
+def _convert(conversion):
+    profile = ModelProfile.ensure(conversion.model)
+    lease = _wait_for_slot(conversion, profile)
+    with lease:
+        conversion.mark_running()
+        transcription = img2tex.transcribe(
+            bytes(conversion.image),
+            conversion.model,
+            conversion.kind,
+            conversion.target,
+            max_output_tokens=profile.max_output_tokens,
+        )
+    conversion.finish(transcription)
+
+
+def _wait_for_slot(conversion, profile):
+    def tell_position(position, eta):
+        if position != conversion.queue_position:
+            conversion.set_queue_position(position)
+
+    try:
+        return wait_for_slot(
+            pool=f"{settings.MODEL_API_BASE_URL}|{conversion.model}",
+            user_key=str(conversion.owner_id),
+            priority=INTERACTIVE,
+            capacity=profile.concurrency_limit,
+            on_wait=tell_position,
+            timeout=settings.QUEUE_TIMEOUT,
+        )
+    except TimedOut:
+        raise img2tex.ConversionFailed("queue_timeout") from None
 
 
 @shared_task(ignore_result=True)

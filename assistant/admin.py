@@ -11,12 +11,13 @@ class ModelProfileAdmin(admin.ModelAdmin):
         "enabled",
         "is_reasoning",
         "starts_in_reasoning",
+        "supports_vision",
         "context_window",
         "input_limit",
         "max_output_tokens",
         "sort_order",
     ]
-    list_editable = ["enabled", "sort_order"]
+    list_editable = ["enabled", "supports_vision", "sort_order"]
     search_fields = ["name", "display_name"]
 
 

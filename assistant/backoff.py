@@ -75,24 +75,3 @@ def next_wait(exc, refusals, rng=random):
         # that were all told the same moment.
         wait = max(wait, asked + rng.uniform(0, min(1.0, asked / 5 + 0.2)))
     return wait
-
-
-def call_while_busy(request, wait_out):
-    """request(), asked again after each busy answer until it gives up.
-
-    Between two tries `wait_out(exc, seconds, refusals)` waits; it may raise
-    to end early (the user stopped). The last refusal, or any other error,
-    propagates.
-    """
-    refusals = 0
-    while True:
-        try:
-            return request()
-        except openai.APIStatusError as exc:
-            if not is_busy(exc):
-                raise
-            refusals += 1
-            wait = next_wait(exc, refusals)
-            if wait is None:
-                raise
-            wait_out(exc, wait, refusals)

@@ -27,6 +27,12 @@ PROFILE_DEFAULTS = [
         },
     ),
 ]
+# Ids of models that read images (Qwen2.5-VL, LLaVA, GPT-4o, InternVL, ...).
+# "vl" must stand alone, so that "vllm" in an id does not count.
+VISION_PATTERN = re.compile(
+    r"(?<![a-z])vl(?![a-z])|vision|llava|gpt-4o|internvl|pixtral|minicpm-v",
+    re.IGNORECASE,
+)
 FALLBACK_DEFAULTS = {
     "is_reasoning": False,
     "context_window": 8192,
@@ -38,6 +44,9 @@ FALLBACK_DEFAULTS = {
 class ModelProfileQuerySet(models.QuerySet):
     def enabled(self):
         return self.filter(enabled=True)
+
+    def vision(self):
+        return self.filter(enabled=True, supports_vision=True)
 
 
 class ModelProfile(models.Model):
@@ -80,6 +89,14 @@ class ModelProfile(models.Model):
     long_prompt_cost = models.PositiveIntegerField(
         _("units a long prompt takes"), default=2
     )
+    supports_vision = models.BooleanField(
+        _("reads images"),
+        default=False,
+        help_text=_(
+            "Tick when the model accepts images (image_url parts); the image "
+            "converter uses only such models."
+        ),
+    )
     sort_order = models.IntegerField(_("sort order"), default=100)
     created = models.DateTimeField(auto_now_add=True)
 
@@ -115,6 +132,7 @@ class ModelProfile(models.Model):
             if pattern.search(name):
                 defaults = dict(values)
                 break
+        defaults["supports_vision"] = bool(VISION_PATTERN.search(name))
 
         # vLLM reports the context it was started with; trust it over a guess.
         if max_model_len:

@@ -283,5 +283,11 @@ CHAT_SYSTEM_PROMPT = env_str(
     "You are a careful research assistant for scientists. Answer in the language "
     "of the question. Use Markdown; write formulas in LaTeX between $ or $$.",
 )
+# After a conversation's first answer a model suggests its title, through
+# the same queue at batch priority. TITLE_MODEL names the model; empty takes
+# the first model offered that does not reason (a reasoning model would think
+# for hundreds of tokens over a title), and with none the first words stay.
+AUTO_TITLES = env_bool("AUTO_TITLES", True)
+TITLE_MODEL = env_str("TITLE_MODEL")
 # Below this many output tokens R1 cannot finish thinking; the user is warned.
 REASONING_MIN_OUTPUT_TOKENS = env_int("REASONING_MIN_OUTPUT_TOKENS", 2048, minimum=0)

@@ -13,5 +13,6 @@ urlpatterns = [
     path("i18n/", include("django.conf.urls.i18n")),
     path("admin/", admin.site.urls),
     path("academic/", include("academic.urls")),
+    path("convert/", include("academic.convert_urls")),
     path("", include("chat.urls")),
 ]

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from assistant.eventlog import get_event_log
 from assistant.models import ModelProfile
+from chat import attachments
 from chat.models import Conversation, Message, SharedLink, new_stream_key
 from chat.prompt import larger_limit
 
@@ -31,11 +32,17 @@ def start_conversation(user, model, first_text):
 
 
 @transaction.atomic
-def post_question(conversation, text, model):
-    """Store the user's question and a queued reply, and queue its writing."""
+def post_question(conversation, text, model, attachment_ids=()):
+    """Store the user's question and a queued reply, and queue its writing.
+
+    `attachment_ids` name files the user uploaded for this question; any
+    that are not theirs or already sent are ignored.
+    """
     question = Message.objects.create(
         conversation=conversation, role=Message.Role.USER, content=text
     )
+    if attachment_ids:
+        attachments.claim(conversation.user, attachment_ids, question)
     reply = Message.objects.create(
         conversation=conversation,
         role=Message.Role.ASSISTANT,
@@ -106,7 +113,8 @@ def _enqueue(reply_id):
 
 def rename_conversation(conversation, title):
     conversation.title = title
-    conversation.save(update_fields=["title", "updated"])
+    conversation.title_is_auto = False
+    conversation.save(update_fields=["title", "title_is_auto", "updated"])
 
 
 def set_pinned(conversation, pinned):

@@ -108,8 +108,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
         # Join before the reply is queued, so its first event cannot be missed.
         await self._join_group(conversation.group_name)
+        attachment_ids = content.get("attachment_ids")
+        if not isinstance(attachment_ids, list):
+            attachment_ids = []
         question, reply = await database_sync_to_async(actions.post_question)(
-            conversation, text, model
+            conversation, text, model, attachment_ids
         )
         await self.send_json(
             {
@@ -119,7 +122,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                     "title": conversation.title,
                     "url": conversation.get_absolute_url(),
                 },
-                "question": message_data(question),
+                "question": await database_sync_to_async(message_data)(question),
                 "reply": message_data(reply),
                 "client_token": content.get("client_token"),
             }
@@ -151,6 +154,15 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def reply_events(self, message):
         await self.send_json({"type": "replies", "events": message["events"]})
+
+    async def conversation_renamed(self, message):
+        await self.send_json(
+            {
+                "type": "renamed",
+                "conversation_id": message["conversation_id"],
+                "title": message["title"],
+            }
+        )
 
     async def session_ended(self, message):
         await self.close(code=CLOSE_UNAUTHENTICATED)

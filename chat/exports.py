@@ -155,6 +155,7 @@ def import_conversations(user, items):
         conversation = Conversation.objects.create(
             user=user,
             title=item["title"],
+            title_is_auto=False,
             model=item["model"],
             pinned=item["pinned"],
         )

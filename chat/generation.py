@@ -7,7 +7,6 @@ turns into a cut of the upstream connection so the GPU stops working too.
 """
 
 import logging
-import threading
 import time
 
 import openai
@@ -17,6 +16,7 @@ from django.utils import timezone
 
 from assistant import backoff, failures
 from assistant.admission import INTERACTIVE, Cancelled, TimedOut, wait_for_slot
+from assistant.completion import StreamGuard, pool_name
 from assistant.modelapi import open_chat_stream
 from assistant.models import ModelProfile
 from assistant.streaming import (
@@ -44,60 +44,6 @@ logger = logging.getLogger(__name__)
 TRUNCATION_RATIO = 0.5
 # How often a reply waiting out a busy server tells the browsers so.
 BUSY_NOTICE_INTERVAL = 0.5
-
-
-class StreamGuard:
-    """Ends a stream that the user stopped or that the backend let go quiet.
-
-    A thread beside the reader checks, several times a second, for the
-    reply's stop key in the cache (the Stop may come from any web process)
-    and for the time limits: until the first data, between two pieces of
-    data, and in all. Keep-alive comments do not count as data: a backend
-    that sends only those has nothing to say. Tripping either cuts the
-    upstream connection, which ends the reader's blocking read at once.
-    """
-
-    def __init__(self, stop_key, stream):
-        self.stop_key = stop_key
-        self.stream = stream
-        self.reason = None
-        self.started = time.monotonic()
-        self.last_data_at = None
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self._done.set()
-        self._thread.join(timeout=5)
-
-    def saw_data(self):
-        self.last_data_at = time.monotonic()
-
-    def _watch(self):
-        while not self._done.wait(settings.STREAM_STOP_POLL_INTERVAL):
-            reason = self._reason_to_cut()
-            if reason:
-                self.reason = reason
-                logger.info("cutting stream %s: %s", self.stop_key, reason)
-                self.stream.cut()
-                return
-
-    def _reason_to_cut(self):
-        now = time.monotonic()
-        if cache.get(self.stop_key):
-            return "stopped"
-        if now - self.started > settings.MODEL_API_TOTAL_TIMEOUT:
-            return "timeout_total"
-        if self.last_data_at is None:
-            if now - self.started > settings.MODEL_API_FIRST_TOKEN_TIMEOUT:
-                return "timeout_first_token"
-        elif now - self.last_data_at > settings.MODEL_API_IDLE_TIMEOUT:
-            return "timeout_idle"
-        return None
 
 
 class ReplyWriter:
@@ -237,7 +183,7 @@ class ReplyWriter:
 
         try:
             lease = wait_for_slot(
-                pool=f"{settings.MODEL_API_BASE_URL}|{reply.model}",
+                pool=pool_name(reply.model),
                 user_key=str(reply.conversation.user_id),
                 priority=INTERACTIVE,
                 capacity=self.profile.concurrency_limit,

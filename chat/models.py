@@ -29,6 +29,9 @@ class Conversation(models.Model):
         related_name="conversations",
     )
     title = models.CharField(_("title"), max_length=200, blank=True)
+    # The app's title (the first words, then the model's suggestion) until
+    # the user gives one; a user's title is never replaced.
+    title_is_auto = models.BooleanField(default=True)
     model = models.CharField(_("model"), max_length=200, blank=True)
     pinned = models.BooleanField(_("pinned"), default=False)
     # Set when the user deletes the conversation; it is hidden at once and
@@ -182,3 +185,39 @@ class SharedLink(models.Model):
 
     def get_absolute_url(self):
         return reverse("chat-shared", args=[self.token])
+
+
+class Attachment(models.Model):
+    """A file a user attached to a question: its extracted text goes into the
+    prompt after what they typed, and the question shows its name."""
+
+    class Kind(models.TextChoices):
+        TEXT = "text", _("text")
+        MARKDOWN = "markdown", _("Markdown")
+        LATEX = "latex", _("LaTeX")
+        PDF = "pdf", _("PDF")
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="chat_attachments",
+    )
+    # Empty from the upload until the question it was attached to is sent.
+    message = models.ForeignKey(
+        Message,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="attachments",
+    )
+    name = models.CharField(max_length=255)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    text = models.TextField()
+    size_bytes = models.PositiveIntegerField()
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created", "id"]
+
+    def __str__(self):
+        return self.name

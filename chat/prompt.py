@@ -11,6 +11,7 @@ import unicodedata
 
 from django.conf import settings
 
+from chat.attachments import prompt_text
 from chat.models import Message
 
 # Tokens the chat template adds around each message, and a margin kept free
@@ -27,8 +28,11 @@ def build_messages(conversation, reply, system_prompt=None):
     earlier = conversation.messages.filter(pk__lt=reply.pk).order_by("created", "id")
 
     turns = []
-    for message in earlier.only("role", "content"):
-        _append_turn(turns, message.role, message.content)
+    for message in earlier.only("role", "content").prefetch_related("attachments"):
+        content = message.content
+        if message.role == Message.Role.USER:
+            content = prompt_text(content, message.attachments.all())
+        _append_turn(turns, message.role, content)
 
     # A conversation must open with the user; an orphan answer at the start
     # (e.g. after an import) has no question to belong to.

@@ -2,6 +2,7 @@ import logging
 
 from celery import shared_task
 
+from chat import titling
 from chat.generation import ReplyWriter
 from chat.models import Message
 
@@ -29,3 +30,16 @@ def generate_reply(message_id):
         return
 
     ReplyWriter(reply).run()
+
+    if reply.status == Message.Status.STOP and titling.wants_title(reply.conversation):
+        title_conversation.delay(reply.conversation_id)
+
+
+@shared_task(ignore_result=True)
+def title_conversation(conversation_id):
+    """Replace a new conversation's first-words title with the model's.
+
+    One short request at batch priority; on any failure the first words
+    stay, and a title the user typed meanwhile is never replaced.
+    """
+    titling.retitle(conversation_id)

@@ -32,4 +32,5 @@ urlpatterns = [
         name="chat-import",
     ),
     path("search/", views.search_view, name="chat-search"),
+    path("attachments/", views.attach, name="chat-attach"),
 ]

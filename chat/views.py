@@ -5,8 +5,10 @@ from django.conf import settings
 from django.contrib import messages as flash
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import HttpResponse
+from django.http import HttpResponse, JsonResponse
+from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import mark_safe
@@ -16,7 +18,7 @@ from django.views.decorators.http import require_POST
 from assistant import failures
 from assistant.catalog import offered_models
 from assistant.models import ModelProfile
-from chat import actions, exports, search
+from chat import actions, attachments, exports, search
 from chat.models import Conversation, Message, SharedLink
 from chat.prompt import can_extend
 from chat.rendering import render_markdown
@@ -51,7 +53,10 @@ def _room(request, conversation):
     messages = []
     if conversation is not None:
         profiles = {profile.name: profile for profile in models}
-        messages = [message_data(m, profiles) for m in conversation.messages.all()]
+        messages = [
+            message_data(m, profiles)
+            for m in conversation.messages.prefetch_related("attachments")
+        ]
 
     context = {
         "conversation": conversation,
@@ -66,6 +71,8 @@ def _room(request, conversation):
             "conversationId": conversation.pk if conversation else None,
             "messages": messages,
             "maxMessageChars": settings.MAX_MESSAGE_CHARS,
+            "attachUrl": reverse("chat-attach"),
+            "csrfToken": get_token(request),
             "serverDetailCodes": sorted(failures.SERVER_DETAIL_CODES),
             "strings": _ui_strings(),
         },
@@ -131,6 +138,11 @@ def message_data(message, profiles=None):
         "status": message.status,
         "seq": message.last_seq,
     }
+    if message.role == Message.Role.USER:
+        data["attachments"] = [
+            {"name": a.name, "kind": a.kind, "chars": len(a.text)}
+            for a in message.attachments.all()
+        ]
     if message.role == Message.Role.ASSISTANT:
         data.update(
             html=render_markdown(message.content),
@@ -190,6 +202,10 @@ def _ui_strings():
         "copy": _("Copy"),
         "copied": _("Copied"),
         "copyMarkdown": _("Copy as Markdown"),
+        "attach.wait": _("Wait until the files are attached."),
+        "attach.failed": _("The file could not be attached."),
+        "attach.remove": _("Remove"),
+        "attach.uploading": _("Attaching…"),
         "status.stopped": _("Stopped. The text so far is kept."),
         "status.length_in_reasoning": _(
             "The model reached its output limit while still thinking, so there "
@@ -362,6 +378,32 @@ def import_conversations(request):
     if len(imported) == 1:
         return redirect(imported[0])
     return redirect("chat-conversations")
+
+
+@require_POST
+@login_required
+def attach(request):
+    """Read an uploaded file for the next question; its id goes with the send."""
+    upload = request.FILES.get("file")
+    if upload is None:
+        return JsonResponse({"error": _("Choose a file to attach.")}, status=400)
+    if upload.size > attachments.MAX_ATTACHMENT_BYTES:
+        limit = attachments.MAX_ATTACHMENT_BYTES // (1024 * 1024)
+        message = _("The file is larger than %(limit)s MB.") % {"limit": limit}
+        return JsonResponse({"error": message}, status=400)
+    try:
+        attachment = attachments.attach(request.user, upload.name, upload.read())
+    except attachments.AttachmentProblem as problem:
+        return JsonResponse({"error": str(problem.message)}, status=400)
+
+    return JsonResponse(
+        {
+            "id": attachment.pk,
+            "name": attachment.name,
+            "kind": attachment.kind,
+            "chars": len(attachment.text),
+        }
+    )
 
 
 @login_required

@@ -85,6 +85,9 @@ def celery_worker(simulator, django_db_setup, django_db_blocker):
     env["DATABASE_URL"] = _test_database_url()
     env["MODEL_API_BASE_URL"] = simulator.url
     env["STREAM_SAVE_INTERVAL"] = str(django_settings.STREAM_SAVE_INTERVAL)
+    # Replies this worker writes queue no titles; a test that wants one
+    # queues it from the test process (tests/chat/test_titling.py).
+    env["AUTO_TITLES"] = "false"
     process = subprocess.Popen(
         [
             sys.executable,
@@ -153,6 +156,12 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
         # then fails at once on a locked table; a file waits for the lock.
         test_name = Path(tempfile.gettempdir()) / f"assistant-test-{os.getpid()}.db"
         django_settings.DATABASES["default"]["TEST"]["NAME"] = str(test_name)
+
+
+@pytest.fixture(autouse=True)
+def no_auto_titles(settings):
+    """A reply queues no title request unless its test asks for one."""
+    settings.AUTO_TITLES = False
 
 
 @pytest.fixture(autouse=True)

@@ -198,3 +198,22 @@ def _chinese_filler(chars):
         for start in range(0, len(text), PARAGRAPH_CJK_CHARS)
     ]
     return "\n\n".join(paragraphs)
+
+
+TITLE_REQUEST_HEADING = "Conversation to title:"
+TITLE_WORDS = 6
+
+
+def build_title(question):
+    """A title for a titling request (chat.titling), or None for any other.
+
+    The first words of the conversation's question, as a real model's short
+    title would be: a few words, no decoration.
+    """
+    if not question.startswith(TITLE_REQUEST_HEADING):
+        return None
+    asked = question.split("Question:", 1)[-1].split("Answer:", 1)[0]
+    asked = re.sub(r"\[\[sim[^\]]*\]\]", "", asked).strip()
+    if has_cjk(asked):
+        return asked[:12].rstrip("？?。，, ")
+    return " ".join(asked.split()[:TITLE_WORDS]).rstrip("?.,")

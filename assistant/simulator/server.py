@@ -29,6 +29,7 @@ Each model sends its reasoning the way one family of real servers does:
                            the chat template pre-filled "<think>", so it never
                            arrives
     deepseek-v3            no reasoning
+    qwen2.5-vl-sim         no reasoning; reads images (assistant.simulator.vision)
 
 A non-streaming reply puts the reasoning in message.reasoning_content or
 message.reasoning (the same field name as the stream), or inline in content.
@@ -88,7 +89,7 @@ from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from assistant.simulator import capacity, faults, polish, replies
+from assistant.simulator import capacity, faults, polish, replies, vision
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,8 @@ logger = logging.getLogger(__name__)
 class ServedModel:
     reply_format: str
     max_model_len: int
+    # Accepts image_url parts (see assistant.simulator.vision).
+    reads_images: bool = False
 
 
 MODELS = {
@@ -105,6 +108,7 @@ MODELS = {
     "deepseek-r1-tags": ServedModel("tags", 16384),
     "deepseek-r1-prefilled": ServedModel("prefilled", 16384),
     "deepseek-v3": ServedModel("none", 65536),
+    "qwen2.5-vl-sim": ServedModel("none", 32768, reads_images=True),
 }
 FORMATS = ("reasoning_content", "reasoning", "tags", "prefilled", "none")
 FIELD_FORMATS = ("reasoning_content", "reasoning")
@@ -186,6 +190,8 @@ class ChatRequest:
     settings: ReplySettings
     question: str
     prompt_tokens: int
+    # Set for requests with images: the whole answer, instead of an echo.
+    answer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -459,6 +465,11 @@ def parse_chat_request(body, config):
             settings.retry_after,
         )
 
+    try:
+        image_answer = vision.reply_for(messages, MODELS[model].reads_images)
+    except vision.ImageError as error:
+        raise RequestError(400, f"Invalid image: {error}") from None
+
     stream_options = body.get("stream_options")
     include_usage = (
         isinstance(stream_options, dict) and stream_options.get("include_usage") is True
@@ -471,6 +482,7 @@ def parse_chat_request(body, config):
         settings=settings,
         question=question,
         prompt_tokens=estimate_prompt_tokens(messages),
+        answer=image_answer,
     )
 
 
@@ -484,8 +496,13 @@ def _split(field, text, is_reasoning, size):
 def build_reply(chat):
     settings = chat.settings
     reasoning = replies.build_reasoning(chat.question)
-    # A request to edit a <text> block gets the edited text back.
-    answer = polish.answer_for(chat.question, settings.damage)
+    # A picture, a titling request or a <text> block to edit gets its own
+    # answer; anything else the usual reply.
+    answer = (
+        chat.answer
+        or replies.build_title(chat.question)
+        or polish.answer_for(chat.question, settings.damage)
+    )
     if answer is None:
         answer = replies.build_answer(chat.question, settings.words)
 

@@ -30,7 +30,9 @@
     send: document.querySelector("[data-send]"),
     stop: document.querySelector("[data-stop]"),
     banner: document.querySelector("[data-connection-banner]"),
-    list: document.querySelector("[data-conversation-list]")
+    list: document.querySelector("[data-conversation-list]"),
+    attachInput: document.querySelector("[data-attach-input]"),
+    chips: document.querySelector("[data-attachment-chips]")
   };
 
   var state = {
@@ -41,6 +43,9 @@
     // Actions taken while the socket is (re)connecting, sent once it opens.
     outbox: [],
     pendingToken: null,
+    // Files uploaded for the next question: {id, name, chars}.
+    attachments: [],
+    uploading: 0,
     everConnected: false
   };
 
@@ -325,7 +330,11 @@
     var node = el("article", "message user");
     node.dataset.messageId = message.id;
     node.id = "message-" + message.id;
-    node.append(el("div", "question-text", message.content));
+    var bubble = el("div", "question-text", message.content);
+    (message.attachments || []).forEach(function (attachment) {
+      bubble.append(el("span", "attachment-chip", "📎 " + attachment.name));
+    });
+    node.append(bubble);
     els.messages.append(node);
   }
 
@@ -433,6 +442,8 @@
       }
     } else if (message.type === "posted") {
       handlePosted(message);
+    } else if (message.type === "renamed") {
+      showTitle(message.conversation_id, message.title);
     } else if (message.type === "refused") {
       showComposerError(t("refused." + message.code, message));
     }
@@ -454,6 +465,8 @@
     if (message.client_token && message.client_token === state.pendingToken) {
       els.text.value = "";
       state.pendingToken = null;
+      state.attachments = [];
+      drawAttachments();
     }
     addMessage(message.question);
     addMessage(message.reply);
@@ -469,6 +482,16 @@
     link.setAttribute("aria-current", "page");
     var today = todayGroup();
     today.insertBefore(link, today.querySelector("a"));
+  }
+
+  /* A title the model suggested, in the sidebar and the toolbar. */
+  function showTitle(conversationId, title) {
+    var link = els.list.querySelector('[data-conversation-id="' + conversationId + '"]');
+    if (link) link.textContent = title;
+    if (conversationId !== state.conversationId) return;
+    var input = document.querySelector("[data-rename-input]");
+    if (document.activeElement !== input) input.value = title;
+    document.title = title + " · " + document.title.split(" · ").pop();
   }
 
   /* Point the hidden toolbar, drawn for conversation 0, at the new one. */
@@ -525,6 +548,10 @@
       return;
     }
     if (openReplies().length > 0) return;
+    if (state.uploading > 0) {
+      showComposerError(t("attach.wait"));
+      return;
+    }
 
     state.pendingToken = String(Date.now()) + Math.random().toString(16).slice(2);
     sendAction({
@@ -532,9 +559,59 @@
       conversation_id: state.conversationId,
       text: text,
       model: els.model.value,
+      attachment_ids: state.attachments.map(function (a) { return a.id; }),
       client_token: state.pendingToken
     });
   }
+
+  /* ------------------------------------------------------------ attachments */
+
+  function uploadAttachment(file) {
+    var form = new FormData();
+    form.append("file", file);
+    state.uploading += 1;
+    hideComposerError();
+    window.fetch(pageData.attachUrl, {
+      method: "POST",
+      body: form,
+      credentials: "same-origin",
+      headers: { "X-CSRFToken": pageData.csrfToken }
+    }).then(function (response) {
+      return response.json().then(function (body) {
+        if (!response.ok) throw new Error(body.error || t("attach.failed"));
+        state.attachments.push(body);
+      });
+    }).catch(function (error) {
+      showComposerError(file.name + ": " + (error.message || t("attach.failed")));
+    }).then(function () {
+      state.uploading -= 1;
+      drawAttachments();
+    });
+  }
+
+  function drawAttachments() {
+    els.chips.replaceChildren();
+    state.attachments.forEach(function (attachment, index) {
+      var chip = el("li", "attachment-chip", "📎 " + attachment.name);
+      var remove = el("button", "link", "×");
+      remove.type = "button";
+      remove.setAttribute("aria-label", t("attach.remove") + " " + attachment.name);
+      remove.addEventListener("click", function () {
+        state.attachments.splice(index, 1);
+        drawAttachments();
+      });
+      chip.append(remove);
+      els.chips.append(chip);
+    });
+    if (state.uploading > 0) els.chips.append(el("li", "muted", t("attach.uploading")));
+    els.chips.hidden = els.chips.children.length === 0;
+  }
+
+  els.attachInput.addEventListener("change", function () {
+    Array.prototype.forEach.call(els.attachInput.files, uploadAttachment);
+    els.attachInput.value = "";
+    drawAttachments();
+  });
 
   function showComposerError(text) {
     els.error.textContent = text;
@@ -618,6 +695,9 @@
 
   pageData.messages.forEach(addMessage);
   if (!showLinkedMessage()) els.messages.scrollTop = els.messages.scrollHeight;
+  // Other pages ("send to chat") open a new chat with their text ready.
+  var prefill = new URLSearchParams(window.location.search).get("prefill");
+  if (prefill && !state.conversationId) els.text.value = prefill;
   refreshStopButton();
   window.addEventListener("beforeunload", function () { state.leaving = true; });
   connect();

@@ -89,30 +89,3 @@ def test_it_gives_up_on_a_server_asking_for_more_than_the_longest_wait(busy_limi
 
     assert backoff.next_wait(refusal(429, "30"), 1) is not None
     assert backoff.next_wait(refusal(429, "31"), 1) is None
-
-
-def test_it_asks_again_while_busy_and_gives_up_after_the_retries(busy_limits):
-    busy_limits.MODEL_API_BUSY_RETRIES = 2
-    answers = [refusal(503, "0"), refusal(429, "0"), "answer"]
-    waits = []
-
-    def request():
-        answer = answers.pop(0)
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-    result = backoff.call_while_busy(request, lambda exc, s, n: waits.append(n))
-
-    assert result == "answer" and waits == [1, 2]
-    answers[:] = [refusal(503, "0")] * 3 + ["never reached"]
-    with pytest.raises(openai.InternalServerError):
-        backoff.call_while_busy(request, lambda exc, s, n: None)
-
-
-def test_it_does_not_ask_again_after_a_lasting_refusal(busy_limits):
-    def request():
-        raise refusal(500)
-
-    with pytest.raises(openai.InternalServerError):
-        backoff.call_while_busy(request, lambda exc, s, n: pytest.fail("waited"))

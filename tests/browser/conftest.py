@@ -176,6 +176,9 @@ def _running_app(simulator, data_dir, port, extra_env=None):
         USING_SIMULATOR="1",
         # One more try after a 429 or 503, so that the fault tests end soon.
         MODEL_API_BUSY_RETRIES="1",
+        # Title requests after each first answer would share the simulator
+        # with the test that follows; tests/chat/test_titling.py covers them.
+        AUTO_TITLES="false",
     )
     env.update(extra_env or {})
     database = None

@@ -286,3 +286,32 @@ async def test_it_retries_a_failed_reply_from_the_start(model_api):
     assert (
         await database_sync_to_async(Message.objects.filter(role="user").count)() == 1
     )
+
+
+async def test_it_tells_the_page_a_new_title():
+    user = await database_sync_to_async(make_user)()
+    conversation = await database_sync_to_async(make_conversation)(user)
+    communicator = await connect(user)
+    await communicator.send_json_to(
+        {"action": "watch", "conversation_id": conversation.pk}
+    )
+    await communicator.receive_nothing(timeout=0.5)
+
+    from channels.layers import get_channel_layer
+
+    await get_channel_layer().group_send(
+        conversation.group_name,
+        {
+            "type": "conversation.renamed",
+            "conversation_id": conversation.pk,
+            "title": "量子纠缠简介",
+        },
+    )
+
+    message = await communicator.receive_json_from(timeout=TIMEOUT)
+    assert message == {
+        "type": "renamed",
+        "conversation_id": conversation.pk,
+        "title": "量子纠缠简介",
+    }
+    await communicator.disconnect()

@@ -46,11 +46,14 @@ def test_it_lists_the_models_the_api_serves_with_their_profiles(client, model_ap
         "deepseek-r1-tags",
         "deepseek-r1-prefilled",
         "deepseek-v3",
+        "qwen2.5-vl-sim",
     }
     assert set(ModelProfile.objects.values_list("name", flat=True)) == served
     r1 = ModelProfile.objects.get(name="deepseek-r1")
     assert r1.is_reasoning and r1.context_window == 16384 and r1.input_limit == 6144
     assert not ModelProfile.objects.get(name="deepseek-v3").is_reasoning
+    vision = ModelProfile.objects.filter(supports_vision=True)
+    assert list(vision.values_list("name", flat=True)) == ["qwen2.5-vl-sim"]
     for name in served:
         assert f'value="{name}"' in response.content.decode()
 

@@ -1,0 +1,229 @@
+"""One request to the model, start to end, for work nobody watches token by token.
+
+Chat replies stream to the browser as they arrive (chat.generation). Other
+work (a polished chunk, a conversation's title) wants only the finished
+text, but must take the same road to the backend: a fair place in the
+model's admission queue, the same back-off when the server is busy, the
+same time limits and Stop, the same parsing of reasoning. `complete()` is
+that road; StreamGuard, which both use, watches one open stream.
+"""
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import openai
+from django.conf import settings
+from django.core.cache import cache
+
+from assistant import backoff, failures
+from assistant.admission import Cancelled, TimedOut, wait_for_slot
+from assistant.modelapi import open_chat_stream
+from assistant.streaming import (
+    ReplyParser,
+    ReplyStatus,
+    SSEComment,
+    feed_sse_item,
+    iter_sse,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def pool_name(model):
+    """The admission pool of a model: one per backend and model."""
+    return f"{settings.MODEL_API_BASE_URL}|{model}"
+
+
+class StreamGuard:
+    """Ends a stream that the user stopped or that the backend let go quiet.
+
+    A thread beside the reader checks, several times a second, for the
+    stop key in the cache (the Stop may come from any web process) and for
+    the time limits: until the first data, between two pieces of data, and
+    in all. Keep-alive comments do not count as data: a backend that sends
+    only those has nothing to say. Tripping either cuts the upstream
+    connection, which ends the reader's blocking read at once.
+    """
+
+    def __init__(self, stop_key, stream):
+        self.stop_key = stop_key
+        self.stream = stream
+        self.reason = None
+        self.started = time.monotonic()
+        self.last_data_at = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._done.set()
+        self._thread.join(timeout=5)
+
+    def saw_data(self):
+        self.last_data_at = time.monotonic()
+
+    def _watch(self):
+        while not self._done.wait(settings.STREAM_STOP_POLL_INTERVAL):
+            reason = self._reason_to_cut()
+            if reason:
+                self.reason = reason
+                logger.info("cutting stream %s: %s", self.stop_key, reason)
+                self.stream.cut()
+                return
+
+    def _reason_to_cut(self):
+        now = time.monotonic()
+        if cache.get(self.stop_key):
+            return "stopped"
+        if now - self.started > settings.MODEL_API_TOTAL_TIMEOUT:
+            return "timeout_total"
+        if self.last_data_at is None:
+            if now - self.started > settings.MODEL_API_FIRST_TOKEN_TIMEOUT:
+                return "timeout_first_token"
+        elif now - self.last_data_at > settings.MODEL_API_IDLE_TIMEOUT:
+            return "timeout_idle"
+        return None
+
+
+class CompletionFailure(Exception):
+    """A request that ended without a usable answer.
+
+    `code` is one of assistant.failures' codes, or a ReplyStatus value for
+    a reply that ended without an answer (length, no_answer, ...).
+    """
+
+    def __init__(self, code, detail=""):
+        super().__init__(f"{code}: {detail}" if detail else code)
+        self.code = code
+        self.detail = detail
+
+
+@dataclass
+class Completion:
+    answer: str
+    reasoning: str
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    reasoning_tokens: int | None
+    queue_seconds: float
+
+
+def complete(
+    profile,
+    messages,
+    max_tokens,
+    *,
+    user_key,
+    priority,
+    stop_key,
+    prompt_estimate=0,
+    on_wait=None,
+):
+    """The model's finished answer to `messages`, after a fair wait.
+
+    Raises Cancelled when `stop_key` is set before or during the request,
+    CompletionFailure for an answer that did not come (timeouts, a cut,
+    an error in the stream, the output limit), and the openai SDK's errors
+    for a server that refused (failures.classify explains those).
+    """
+    queued_at = time.monotonic()
+    try:
+        lease = wait_for_slot(
+            pool=pool_name(profile.name),
+            user_key=user_key,
+            priority=priority,
+            capacity=profile.concurrency_limit,
+            cost=profile.admission_cost(prompt_estimate),
+            on_wait=on_wait,
+            cancelled=lambda: bool(cache.get(stop_key)),
+            timeout=settings.QUEUE_TIMEOUT,
+        )
+    except TimedOut:
+        raise CompletionFailure("queue_timeout") from None
+    queue_seconds = time.monotonic() - queued_at
+
+    with lease:
+        parser = _stream(profile, messages, max_tokens, stop_key)
+    return _answer(parser, queue_seconds)
+
+
+def _stream(profile, messages, max_tokens, stop_key):
+    """The parsed reply, asking again while the server says it is busy."""
+    refusals = 0
+    while True:
+        try:
+            with open_chat_stream(profile.name, messages, max_tokens) as stream:
+                with StreamGuard(stop_key, stream) as guard:
+                    return _read(profile, stream, guard)
+        except openai.APIStatusError as exc:
+            if not backoff.is_busy(exc):
+                raise
+            refusals += 1
+            wait = backoff.next_wait(exc, refusals)
+            if wait is None:
+                raise
+            logger.warning(
+                "model server busy (%s) for %s, asking again in %.1f s",
+                exc.status_code,
+                profile.name,
+                wait,
+            )
+            _sleep(wait, stop_key)
+
+
+def _sleep(seconds, stop_key):
+    wake_at = time.monotonic() + seconds
+    while (remaining := wake_at - time.monotonic()) > 0:
+        if cache.get(stop_key):
+            raise Cancelled(stop_key)
+        time.sleep(min(remaining, settings.STREAM_STOP_POLL_INTERVAL))
+
+
+def _read(profile, stream, guard):
+    parser = ReplyParser(starts_in_reasoning=profile.starts_in_reasoning)
+    try:
+        for item in iter_sse(stream.lines()):
+            if stream.cut_requested.is_set():
+                break
+            if isinstance(item, SSEComment):
+                continue
+            guard.saw_data()
+            feed_sse_item(item, parser)
+            if parser.ended:
+                break
+    except (*failures.TRANSPORT_ERRORS, OSError) as exc:
+        if not stream.cut_requested.is_set():
+            if guard.last_data_at is None:
+                raise
+            raise CompletionFailure("incomplete", repr(exc)) from exc
+
+    if guard.reason == "stopped":
+        raise Cancelled(guard.stop_key)
+    if guard.reason:
+        raise CompletionFailure(guard.reason)
+    parser.close()
+    return parser
+
+
+def _answer(parser, queue_seconds):
+    if parser.error is not None:
+        raise CompletionFailure("in_band", parser.error.message)
+    if parser.status != ReplyStatus.STOP:
+        raise CompletionFailure(str(parser.status or ReplyStatus.REASON_UNKNOWN))
+    if not parser.answer.strip():
+        raise CompletionFailure(ReplyStatus.NO_ANSWER)
+
+    usage = parser.usage
+    return Completion(
+        answer=parser.answer,
+        reasoning=parser.reasoning,
+        prompt_tokens=usage.prompt_tokens if usage else None,
+        completion_tokens=usage.completion_tokens if usage else None,
+        reasoning_tokens=usage.reasoning_tokens if usage else None,
+        queue_seconds=queue_seconds,
+    )

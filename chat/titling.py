@@ -1,0 +1,136 @@
+"""Titles for conversations, suggested by a model after the first answer.
+
+Until the suggestion arrives, and whenever it cannot be had, a conversation
+is titled with the first words of its question (Conversation.title_from).
+The suggestion costs one short request at batch priority, so it waits
+behind every chat reply for the same model and never delays one.
+"""
+
+import logging
+
+import openai
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from assistant import failures
+from assistant.admission import BATCH, Cancelled
+from assistant.catalog import offered_models
+from assistant.completion import CompletionFailure, complete
+from chat.models import TITLE_MAX_CHARS, Conversation, Message
+from chat.prompt import estimate_tokens
+
+logger = logging.getLogger(__name__)
+
+TITLE_MAX_TOKENS = 40
+# Enough of the exchange to say what it is about.
+EXCERPT_CHARS = 1500
+EXCHANGE_HEADING = "Conversation to title:"
+TITLE_INSTRUCTIONS = (
+    "Write a title for the conversation below: at most eight words, or at "
+    "most sixteen characters in Chinese, in the language of the question. "
+    "Reply with the title alone, without quotation marks or a full stop."
+)
+STRIP_CHARS = " \t#*_`\"'“”‘’《》「」【】。.!！?？:："
+
+
+def wants_title(conversation):
+    """True when this process titles conversations and this one needs it."""
+    return settings.AUTO_TITLES and needs_title(conversation)
+
+
+def needs_title(conversation):
+    """True for a conversation whose first exchange just ended well."""
+    return (
+        conversation.title_is_auto
+        and conversation.deleted_at is None
+        and conversation.messages.count() == 2
+    )
+
+
+def title_model():
+    """The profile of the model that writes titles, or None."""
+    profiles = offered_models()
+    if settings.TITLE_MODEL:
+        return next((p for p in profiles if p.name == settings.TITLE_MODEL), None)
+    return next((p for p in profiles if not p.is_reasoning), None)
+
+
+def suggest_title(conversation, profile):
+    """The model's title for the conversation's first exchange, or None."""
+    question, answer = conversation.messages.filter(
+        role__in=[Message.Role.USER, Message.Role.ASSISTANT]
+    ).order_by("created", "id")[:2]
+    messages = [
+        {"role": "system", "content": TITLE_INSTRUCTIONS},
+        {
+            "role": "user",
+            "content": f"{EXCHANGE_HEADING}\n\n"
+            f"Question:\n{question.content[:EXCERPT_CHARS]}\n\n"
+            f"Answer:\n{answer.content[:EXCERPT_CHARS]}",
+        },
+    ]
+    completion = complete(
+        profile,
+        messages,
+        TITLE_MAX_TOKENS,
+        user_key=str(conversation.user_id),
+        priority=BATCH,
+        stop_key=f"chat:title-stop:{conversation.pk}",
+        prompt_estimate=estimate_tokens(messages),
+    )
+    return clean_title(completion.answer)
+
+
+def clean_title(text):
+    """The first line of a model's reply, without decoration, within bounds."""
+    lines = [line.strip(STRIP_CHARS) for line in text.strip().splitlines()]
+    title = next((line for line in lines if line), "")
+    title = " ".join(title.split())
+    if len(title) > TITLE_MAX_CHARS:
+        title = title[: TITLE_MAX_CHARS - 1].rstrip() + "…"
+    return title or None
+
+
+def retitle(conversation_id):
+    """Suggest, store and announce a title; keep the first words on failure."""
+    conversation = Conversation.objects.filter(pk=conversation_id).first()
+    if conversation is None or not needs_title(conversation):
+        return None
+    profile = title_model()
+    if profile is None:
+        logger.info("no model that does not reason is offered; titles stay as typed")
+        return None
+
+    try:
+        title = suggest_title(conversation, profile)
+    except (CompletionFailure, Cancelled, openai.OpenAIError) as exc:
+        code, detail = (
+            (exc.code, exc.detail)
+            if isinstance(exc, CompletionFailure)
+            else failures.classify(exc)
+        )
+        logger.warning(
+            "no title for conversation %s from %s: %s %s",
+            conversation_id,
+            profile.name,
+            code,
+            detail,
+        )
+        return None
+    if not title:
+        return None
+
+    # A rename while the model wrote wins over the suggestion.
+    changed = Conversation.objects.filter(pk=conversation_id, title_is_auto=True)
+    if not changed.update(title=title):
+        return None
+    async_to_sync(get_channel_layer().group_send)(
+        conversation.group_name,
+        {
+            "type": "conversation.renamed",
+            "conversation_id": conversation_id,
+            "title": title,
+        },
+    )
+    return title
