@@ -185,7 +185,10 @@ def _sleep(seconds, stop_key):
 
 
 def _read(profile, stream, guard):
-    parser = ReplyParser(starts_in_reasoning=profile.starts_in_reasoning)
+    parser = ReplyParser(
+        starts_in_reasoning=profile.starts_in_reasoning,
+        reasoning_model=profile.is_reasoning,
+    )
     try:
         for item in iter_sse(stream.lines()):
             if stream.cut_requested.is_set():

@@ -209,12 +209,15 @@ class ReplyParser:
     synthesised error; any other unknown finish reason counts as "stop".
     """
 
-    def __init__(self, starts_in_reasoning: bool = False):
+    def __init__(self, starts_in_reasoning: bool = False, reasoning_model: bool = True):
         self._starts_in_reasoning = starts_in_reasoning
         self._mode = _Mode.START
         self._held = ""
         self._used_think_tags = False
-        self._closer_fired = False
+        # A bare "</think>" in the answer ends a reasoning only for a model
+        # that reasons: from any other model it is text, as in an answer
+        # about chat templates.
+        self._closer_fired = not reasoning_model
         self._fence = _FenceTracker()
 
         self._reasoning = _Text()

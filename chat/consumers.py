@@ -34,6 +34,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self.group = None
         self.session_group_name = None
         if self.user is None or not self.user.is_authenticated:
+            # Accepted first: a socket closed during the handshake reaches
+            # the browser as a bare failure (1006), which the page would
+            # take for a network blip and retry for ever; 4401 after the
+            # handshake tells it to sign in again.
+            await self.accept()
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
 
@@ -114,18 +119,26 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         question, reply = await database_sync_to_async(actions.post_question)(
             conversation, text, model, attachment_ids
         )
-        await self.send_json(
+        posted = {
+            "type": "posted",
+            "conversation": {
+                "id": conversation.pk,
+                "title": conversation.title,
+                "url": conversation.get_absolute_url(),
+            },
+            "question": await database_sync_to_async(message_data)(question),
+            "reply": message_data(reply),
+        }
+        await self.send_json({**posted, "client_token": content.get("client_token")})
+        # Other tabs on the same conversation show the question and follow
+        # the reply too.
+        await self.channel_layer.group_send(
+            conversation.group_name,
             {
-                "type": "posted",
-                "conversation": {
-                    "id": conversation.pk,
-                    "title": conversation.title,
-                    "url": conversation.get_absolute_url(),
-                },
-                "question": await database_sync_to_async(message_data)(question),
-                "reply": message_data(reply),
-                "client_token": content.get("client_token"),
-            }
+                "type": "conversation.posted",
+                "posted": posted,
+                "sender": self.channel_name,
+            },
         )
 
     async def stop_reply(self, content):
@@ -154,6 +167,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def reply_events(self, message):
         await self.send_json({"type": "replies", "events": message["events"]})
+
+    async def conversation_posted(self, message):
+        if message["sender"] != self.channel_name:
+            await self.send_json(message["posted"])
 
     async def conversation_renamed(self, message):
         await self.send_json(

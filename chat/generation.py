@@ -76,7 +76,10 @@ class ReplyWriter:
             return
 
         self.profile = ModelProfile.ensure(self.reply.model)
-        self.parser = ReplyParser(starts_in_reasoning=self.profile.starts_in_reasoning)
+        self.parser = ReplyParser(
+            starts_in_reasoning=self.profile.starts_in_reasoning,
+            reasoning_model=self.profile.is_reasoning,
+        )
         messages = self._prompt()
         if self.reply.prompt_estimate > self.profile.input_limit:
             self._finish_too_long()

@@ -80,8 +80,10 @@ def estimate_tokens(messages):
     """A token count for a list of chat messages that errs on the high side.
 
     No tokenizer for DeepSeek's vocabulary ships as a package here, so this
-    counts one token per CJK character (the tokenizer often does better)
-    and one per four other characters. English prose runs nearer five
+    counts one token per CJK character (the tokenizer often does better),
+    one per digit (DeepSeek's and Qwen's tokenizers split numbers into
+    single digits, so a table of figures runs near a token a character) and
+    one per four other characters. English prose runs nearer five
     characters a token; code and LaTeX nearer three, so a prompt full of
     them may be under-counted a little, and the server's 400 for an
     overflow is handled as well. Checked against llama.cpp's Qwen tokenizer
@@ -95,13 +97,16 @@ def estimate_tokens(messages):
 
 def count_text_tokens(text):
     wide = 0
+    digits = 0
     other = 0
     for char in text:
         if _is_wide(char):
             wide += 1
+        elif char.isdigit():
+            digits += 1
         else:
             other += 1
-    return wide + math.ceil(other / 4)
+    return wide + digits + math.ceil(other / 4)
 
 
 def _is_wide(char):

@@ -224,6 +224,10 @@ def _ui_strings():
             "incomplete."
         ),
         "refused.empty": _("Type a message first."),
+        "refused.busy": _(
+            "Wait for the reply to finish, or stop it, before sending the next "
+            "message."
+        ),
         "refused.too_long": _(
             "Your message has %(size)s characters; the limit is %(limit)s. "
             "Shorten it or split it into parts."

@@ -273,10 +273,19 @@
     this.warning.hidden = !this.warningCode;
     this.actions.hidden = open || RETRYABLE.indexOf(this.status) === -1;
     this.largerButton.hidden = !this.canExtend;
-    this.trimButton.hidden = TOO_LONG_CODES.indexOf(this.errorCode) === -1;
+    // Leaving out older turns helps only when there are some.
+    this.trimButton.hidden = TOO_LONG_CODES.indexOf(this.errorCode) === -1 ||
+      !hasEarlierExchange(this.node);
     this.copyButton.hidden = open || !hasAnswer;
     refreshStopButton();
   };
+
+  /* Whether a message comes before the question this reply answers. */
+  function hasEarlierExchange(replyNode) {
+    var question = replyNode.previousElementSibling;
+    var before = question && question.previousElementSibling;
+    return Boolean(before && before.classList.contains("message"));
+  }
 
   ReplyView.prototype.waitingText = function () {
     if (this.busy && this.status === "streaming") {
@@ -461,6 +470,7 @@
       });
       addToSidebar(message.conversation);
       showToolbar(message.conversation);
+      document.title = message.conversation.title + " · " + document.title;
     }
     if (message.client_token && message.client_token === state.pendingToken) {
       els.text.value = "";
@@ -468,8 +478,12 @@
       state.attachments = [];
       drawAttachments();
     }
-    addMessage(message.question);
-    addMessage(message.reply);
+    // Another tab's question arrives once from the group; never draw twice.
+    if (!state.replies.has(message.reply.id)) {
+      addMessage(message.question);
+      addMessage(message.reply);
+    }
+    refreshStopButton();
     els.messages.scrollTop = els.messages.scrollHeight;
   }
 
@@ -547,7 +561,10 @@
       showComposerError(t("refused.too_long", { size: text.length, limit: pageData.maxMessageChars }));
       return;
     }
-    if (openReplies().length > 0) return;
+    if (openReplies().length > 0) {
+      showComposerError(t("refused.busy"));
+      return;
+    }
     if (state.uploading > 0) {
       showComposerError(t("attach.wait"));
       return;

@@ -601,3 +601,25 @@ def test_it_tracks_code_fences_for_a_bare_closer(content, reasoning, answer):
     _feed_all(parser, [_chunk(char) for char in content] + [_chunk("", "", "stop")])
 
     assert (parser.reasoning, parser.answer) == (reasoning, answer)
+
+
+def test_it_takes_a_bare_closer_from_a_model_that_does_not_reason_as_text():
+    """A V3 answer about chat templates may mention </think>."""
+    text = "To close it, write </think> after the reasoning."
+    parser = ReplyParser(reasoning_model=False)
+
+    _feed_all(parser, [_chunk(text[:20]), _chunk(text[20:], finish_reason="stop")])
+    parser.feed_done()
+
+    assert (parser.reasoning, parser.answer) == ("", text)
+
+
+def test_it_still_reclassifies_a_bare_closer_from_a_reasoning_model():
+    parser = ReplyParser(reasoning_model=True)
+
+    _feed_all(
+        parser, [_chunk("thinking"), _chunk("</think>answer", finish_reason="stop")]
+    )
+    parser.feed_done()
+
+    assert (parser.reasoning, parser.answer) == ("thinking", "answer")

@@ -136,3 +136,25 @@ def test_it_shares_a_read_only_link_a_colleague_can_open(page, browser, live_app
     page.wait_for_selector("[data-share]", state="attached")
     assert colleague.goto(url).status == 404
     colleague.context.close()
+
+
+def test_it_attaches_a_file_to_a_question_and_keeps_it_after_a_reload(page, tmp_path):
+    notes = tmp_path / "实验记录.md"
+    notes.write_bytes("# 结果\n温度 300 K 时电阻下降。".encode("gbk"))
+    scan = tmp_path / "photo.png"
+    scan.write_bytes(b"\x89PNG\r\n")
+    sign_in(page)
+
+    page.set_input_files("[data-attach-input]", str(scan))
+    page.wait_for_selector("[data-composer-error]:not([hidden])")
+    assert "photo.png" in page.inner_text("[data-composer-error]")
+    page.set_input_files("[data-attach-input]", str(notes))
+    page.wait_for_selector("[data-attachment-chips] .attachment-chip")
+    send(page, "总结附件 [[sim delay=0.002]]")
+    wait_for_end(page)
+
+    question = page.locator("article.message.user").last
+    assert "实验记录.md" in question.inner_text()
+    assert page.locator("[data-attachment-chips]").is_hidden()
+    page.reload()
+    assert "实验记录.md" in page.locator("article.message.user").last.inner_text()

@@ -73,10 +73,10 @@ async def test_it_closes_the_socket_of_an_anonymous_visitor():
 
     communicator = WebsocketCommunicator(ChatConsumer.as_asgi(), "/ws/chat/")
     communicator.scope["user"] = AnonymousUser()
-    connected, code = await communicator.connect()
+    await communicator.connect()
 
-    assert not connected
-    assert code == 4401
+    closed = await communicator.receive_output(timeout=TIMEOUT)
+    assert closed == {"type": "websocket.close", "code": 4401}
 
 
 async def test_it_refuses_a_socket_from_another_origin():
@@ -315,3 +315,32 @@ async def test_it_tells_the_page_a_new_title():
         "title": "量子纠缠简介",
     }
     await communicator.disconnect()
+
+
+async def test_it_shows_a_question_sent_in_one_tab_in_the_others():
+    user = await database_sync_to_async(make_user)()
+    conversation = await database_sync_to_async(make_conversation)(user)
+    sender, watcher = await connect(user), await connect(user)
+    for tab in (sender, watcher):
+        await tab.send_json_to({"action": "watch", "conversation_id": conversation.pk})
+    await watcher.receive_nothing(timeout=0.5)
+
+    await sender.send_json_to(
+        {
+            "action": "send",
+            "conversation_id": conversation.pk,
+            "text": "from the other tab [[sim delay=0.001]]",
+            "model": "deepseek-r1",
+            "client_token": "t1",
+        }
+    )
+
+    seen = await receive_until(watcher, lambda m: m.get("type") == "posted")
+    posted = seen[-1]
+    assert posted["question"]["content"] == "from the other tab [[sim delay=0.001]]"
+    assert "client_token" not in posted
+    await receive_until(watcher, is_end)
+    sent = await receive_until(sender, lambda m: m.get("type") == "posted")
+    assert sent[-1]["client_token"] == "t1"
+    await sender.disconnect()
+    await watcher.disconnect()

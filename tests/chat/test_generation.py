@@ -569,3 +569,13 @@ def test_a_stop_ends_the_wait_for_a_busy_server(monkeypatch, model_api):
     assert reply.status == Message.Status.STOPPED
     assert time.monotonic() - started < 10
     assert model_api.stats["requests"] == 1
+
+
+def test_it_counts_each_digit_as_a_token_as_the_tokenizers_do():
+    """1780 digits were once estimated under 1024 tokens and overflowed a
+    llama.cpp server that counted 3696."""
+    from chat.prompt import count_text_tokens
+
+    figures = " ".join("7" for _ in range(1780))
+
+    assert count_text_tokens(figures) >= 1780 + 1779 // 4

@@ -48,6 +48,11 @@ class Command(BaseCommand):
             return
 
         user, created = users.objects.get_or_create(username="demo")
+        if not created and user.check_password(password):
+            # Setting the same password again would still sign the demo
+            # user out everywhere (the session hash changes with the salt).
+            self.stdout.write("User 'demo' has the password in DEMO_PASSWORD.")
+            return
         user.set_password(password)
         user.save()
         verb = "Created" if created else "Updated"
