@@ -24,6 +24,20 @@ KEYED_COMMAND = re.compile(
 COMMENT = re.compile(r"(?<!\\)((?:\\\\)*)%[^\n]*")
 
 
+# The reason shown for each failure code, also for chunks kept long ago.
+MESSAGES = {
+    "placeholder_missing": _("A protected part of the text was lost."),
+    "placeholder_duplicated": _("A protected part of the text was repeated."),
+    "placeholder_unknown": _(
+        "The text contains a protected part that does not belong to it."
+    ),
+    "placeholder_order": _("Protected parts of the text were moved out of order."),
+    "braces": _("Braces are unbalanced."),
+    "environments": _("LaTeX environments were changed."),
+    "keys": _("Citation, reference or label keys were changed."),
+}
+
+
 @dataclass(frozen=True)
 class CheckFailure:
     """Why a returned chunk cannot be used: a code, a short translatable
@@ -61,7 +75,7 @@ def check_placeholders(sent_chunk, returned_chunk):
         failures.append(
             CheckFailure(
                 "placeholder_missing",
-                _("A protected part of the text was lost."),
+                MESSAGES["placeholder_missing"],
                 _describe_placeholders("missing", missing),
             )
         )
@@ -72,7 +86,7 @@ def check_placeholders(sent_chunk, returned_chunk):
         failures.append(
             CheckFailure(
                 "placeholder_duplicated",
-                _("A protected part of the text was repeated."),
+                MESSAGES["placeholder_duplicated"],
                 _describe_placeholders("repeated", duplicated),
             )
         )
@@ -83,7 +97,7 @@ def check_placeholders(sent_chunk, returned_chunk):
         failures.append(
             CheckFailure(
                 "placeholder_unknown",
-                _("The text contains a protected part that does not belong to it."),
+                MESSAGES["placeholder_unknown"],
                 _describe_placeholders("unexpected", foreign)
                 + (f"; {len(stray)} stray bracket(s)" if stray else ""),
             )
@@ -93,7 +107,7 @@ def check_placeholders(sent_chunk, returned_chunk):
         failures.append(
             CheckFailure(
                 "placeholder_order",
-                _("Protected parts of the text were moved out of order."),
+                MESSAGES["placeholder_order"],
                 "sent "
                 + "".join(map(placeholder, expected))
                 + ", returned "
@@ -113,7 +127,7 @@ def check_braces(original, result):
     return [
         CheckFailure(
             "braces",
-            _("Braces are unbalanced."),
+            MESSAGES["braces"],
             f"expected net {expected[0]:+d} (lowest depth {expected[1]}), "
             f"found net {found[0]:+d} (lowest depth {found[1]})",
         )
@@ -132,7 +146,7 @@ def check_environments(original, result):
     return [
         CheckFailure(
             "environments",
-            _("LaTeX environments were changed."),
+            MESSAGES["environments"],
             f"lost {_format_markers(lost)}; added {_format_markers(added)}",
         )
     ]
@@ -148,7 +162,7 @@ def check_keys(original, result):
     return [
         CheckFailure(
             "keys",
-            _("Citation, reference or label keys were changed."),
+            MESSAGES["keys"],
             f"expected {_format_keys(expected)}; found {_format_keys(found)}",
         )
     ]

@@ -3,8 +3,9 @@ import logging
 from celery import shared_task
 from django.conf import settings
 
-from academic import img2tex
-from academic.models import Conversion
+from academic import actions, img2tex
+from academic.generation import ChunkWriter
+from academic.models import Conversion, PolishChunk
 from assistant.admission import INTERACTIVE, TimedOut, wait_for_slot
 from assistant.models import ModelProfile
 
@@ -73,3 +74,27 @@ def _wait_for_slot(conversion, profile):
         )
     except TimedOut:
         raise img2tex.ConversionFailed("queue_timeout") from None
+
+
+@shared_task(ignore_result=True)
+def polish_chunk(chunk_id):
+    """Polish, check or translate the chunk `chunk_id`, then close its job
+    and run the compile check if it was the last one.
+
+    A chunk deleted with its job, or no longer queued (a duplicate delivery,
+    a cancelled job), is skipped. One call holds one worker thread while the
+    chunk waits for a slot and while the model writes.
+    """
+    try:
+        chunk = PolishChunk.objects.select_related("job", "file").get(pk=chunk_id)
+    except PolishChunk.DoesNotExist:
+        logger.info("chunk %s was deleted before it could be polished", chunk_id)
+        return
+
+    if chunk.status != PolishChunk.Status.QUEUED:
+        logger.info("chunk %s is %s, not queued; skipped", chunk_id, chunk.status)
+    else:
+        ChunkWriter(chunk).run()
+
+    if chunk.job.finish_if_complete():
+        actions.check_compiles(chunk.job)

@@ -269,6 +269,7 @@ LOGGING = {
     "loggers": {
         "assistant": {"level": LOG_LEVEL},
         "chat": {"level": LOG_LEVEL},
+        "academic": {"level": LOG_LEVEL},
         "celery": {"level": "WARNING"},
         # The in-memory broker of the embedded worker has no host name, which
         # kombu warns about on every connection.

@@ -12,6 +12,7 @@ urlpatterns = [
     path("oidc/callback/", views.OIDCCallbackView.as_view(), name="oidc-callback"),
     path("i18n/", include("django.conf.urls.i18n")),
     path("admin/", admin.site.urls),
+    path("academic/", include("academic.urls")),
     path("convert/", include("academic.convert_urls")),
     path("", include("chat.urls")),
 ]

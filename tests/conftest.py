@@ -9,6 +9,7 @@ worker thread). Fixtures here hide that difference from the tests.
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -143,12 +144,18 @@ def _wait_for_worker(process, seconds=60):
 
 @pytest.fixture(scope="session")
 def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
-    """Close connections after each use in tests.
+    """Close connections after each use in tests, and keep SQLite in a file.
 
     Consumers reach the database from a pool of threads; a connection kept
     open there would stop the test database from being dropped at the end.
     """
     django_settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+    if django_settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+        # Worker threads write side by side (the chunks of a polish job). An
+        # in-memory SQLite database shares its cache between connections and
+        # then fails at once on a locked table; a file waits for the lock.
+        test_name = Path(tempfile.gettempdir()) / f"assistant-test-{os.getpid()}.db"
+        django_settings.DATABASES["default"]["TEST"]["NAME"] = str(test_name)
 
 
 @pytest.fixture(autouse=True)

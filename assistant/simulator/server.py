@@ -49,6 +49,7 @@ The directive wins over the body field, which wins over the server config.
     format  reasoning_content, reasoning, tags, prefilled or none
     words   lengthen the answer by about this many words of filler prose
     fault   act out a failure of a real server (see assistant.simulator.faults)
+    damage  damage the answer to a polishing request (assistant.simulator.polish)
     fails   fail only the first N requests with the same messages (HTTP faults)
     retry_after  the Retry-After seconds of http429 and http503
     tag     a name for the request, up to 64 of A-Z a-z 0-9 _ -; it changes
@@ -88,7 +89,7 @@ from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from assistant.simulator import capacity, faults, replies, vision
+from assistant.simulator import capacity, faults, polish, replies, vision
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +178,7 @@ class ReplySettings:
     fault: str | None = None
     fails: int | None = None
     retry_after: int | None = None
+    damage: str | None = None
 
 
 @dataclass(frozen=True)
@@ -373,6 +375,10 @@ def clean_settings(raw):
             cleaned[key] = value
             continue
 
+        if key == "damage":
+            cleaned[key] = polish.check_damage(value, RequestError)
+            continue
+
         if key == "tag":
             if not isinstance(value, str) or not TAG_PATTERN.fullmatch(value):
                 raise RequestError(400, "Simulator tag must be 1-64 of A-Z a-z 0-9 _ -")
@@ -490,7 +496,13 @@ def _split(field, text, is_reasoning, size):
 def build_reply(chat):
     settings = chat.settings
     reasoning = replies.build_reasoning(chat.question)
-    answer = chat.answer or replies.build_title(chat.question)
+    # A picture, a titling request or a <text> block to edit gets its own
+    # answer; anything else the usual reply.
+    answer = (
+        chat.answer
+        or replies.build_title(chat.question)
+        or polish.answer_for(chat.question, settings.damage)
+    )
     if answer is None:
         answer = replies.build_answer(chat.question, settings.words)
 
