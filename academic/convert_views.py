@@ -53,6 +53,7 @@ def convert(request):
         "page_data": {
             "createUrl": reverse("academic-convert-create"),
             "chatUrl": reverse("chat-home"),
+            "polishUrl": reverse("academic-home"),
             "history": [conversion_data(c) for c in history],
             "noVisionModel": "" if vision_models else no_model_message,
             "strings": _ui_strings(),

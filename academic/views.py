@@ -36,7 +36,11 @@ def _get_job_for_user(request, pk):
 @login_required
 def home(request):
     models = offered_models()
-    form = PolishForm(request.POST or None, request.FILES or None, models=models)
+    # Other pages (the image converter) open the form with their text in it.
+    initial = {"text": request.GET.get("text", "")}
+    form = PolishForm(
+        request.POST or None, request.FILES or None, models=models, initial=initial
+    )
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         fields = {

@@ -35,6 +35,7 @@
     copy: document.querySelector("[data-copy]"),
     copyMathml: document.querySelector("[data-copy-mathml]"),
     sendToChat: document.querySelector("[data-send-to-chat]"),
+    sendToPolish: document.querySelector("[data-send-to-polish]"),
     history: document.querySelector("[data-history]"),
     historyEmpty: document.querySelector("[data-history-empty]")
   };
@@ -308,6 +309,10 @@
   });
   els.sendToChat.addEventListener("click", function () {
     window.location.href = pageData.chatUrl + "?prefill=" +
+      encodeURIComponent(els.source.value);
+  });
+  els.sendToPolish.addEventListener("click", function () {
+    window.location.href = pageData.polishUrl + "?text=" +
       encodeURIComponent(els.source.value);
   });
 

@@ -71,6 +71,13 @@ def test_it_converts_an_uploaded_formula_copies_and_sends_it_to_chat(
     page.wait_for_selector("[data-composer-text]")
     assert page.input_value("[data-composer-text]") == FORMULA_SOURCE
 
+    page.goto("/convert/")
+    page.locator("[data-history] [data-conversion-id]").first.click()
+    wait_for_result(page)
+    page.click("[data-send-to-polish]")
+    page.wait_for_selector("textarea[name=text]")
+    assert page.input_value("textarea[name=text]") == FORMULA_SOURCE
+
 
 def test_it_converts_a_pasted_table_and_a_dropped_formula(page, shared_dir):
     open_converter(page)
