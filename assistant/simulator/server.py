@@ -749,9 +749,12 @@ class SimulatorHandler(BaseHTTPRequestHandler):
             elif index:
                 self._pause(chat.settings.delay)
             finish_reason = reply.finish_reason if index == last_index else None
+            # Stamped before the write: once the bytes are out, the client
+            # may read them before this thread runs again.
+            sent_at = time.monotonic()
             self._send_event(envelope.chunk({piece.field: piece.text}, finish_reason))
             if tag_to_record and piece.is_reasoning:
-                stats.record_first_reasoning(tag_to_record, time.monotonic())
+                stats.record_first_reasoning(tag_to_record, sent_at)
                 tag_to_record = None
 
         if chat.include_usage:
