@@ -718,4 +718,6 @@
   refreshStopButton();
   window.addEventListener("beforeunload", function () { state.leaving = true; });
   connect();
+  // Until now Enter in the composer would only add a line; tests wait for this.
+  document.documentElement.dataset.chatReady = "true";
 }());

@@ -246,4 +246,6 @@ def sign_in(page, password=DEMO_PASSWORD, username="demo"):
     page.fill("#id_username", username)
     page.fill("#id_password", password)
     page.click("button[type=submit].primary")
-    page.wait_for_selector("[data-composer-text]")
+    # The composer is there before the page's script runs; Enter sends
+    # only once it has.
+    page.wait_for_selector("html[data-chat-ready]", state="attached")
