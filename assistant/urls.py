@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from mozilla_django_oidc.views import OIDCLogoutView
 
-from assistant import views
+from assistant import usage_views, views
 
 urlpatterns = [
     path("accounts/login/", views.SignInView.as_view(), name="login"),
@@ -12,5 +12,7 @@ urlpatterns = [
     path("oidc/callback/", views.OIDCCallbackView.as_view(), name="oidc-callback"),
     path("i18n/", include("django.conf.urls.i18n")),
     path("admin/", admin.site.urls),
+    path("usage/", usage_views.usage_home, name="usage-home"),
+    path("usage/overview/", usage_views.usage_overview, name="usage-overview"),
     path("", include("chat.urls")),
 ]
