@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench messages clean
+.PHONY: run test bench bench-capacity messages clean
 
 run: $(VENV)/.installed
 	$(BIN)/python scripts/run.py
@@ -22,6 +22,9 @@ test: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/stream_latency.py
+
+bench-capacity: $(VENV)/.installed-dev
+	$(BIN)/python bench/capacity.py
 
 # Regenerate the translation catalogues after changing translated strings.
 messages: $(VENV)/.installed

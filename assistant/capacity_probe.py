@@ -139,6 +139,7 @@ class Probe:
         max_tokens=DEFAULT_MAX_TOKENS,
         pause=DEFAULT_PAUSE,
         progress=None,
+        skip_heavier=True,
     ):
         self.model = model
         self.concurrency = sorted(set(concurrency))
@@ -148,6 +149,8 @@ class Probe:
         self.max_tokens = max_tokens
         self.pause = pause
         self.progress = progress or (lambda text: None)
+        # A benchmark replaying a whole grid turns the skipping off.
+        self.skip_heavier = skip_heavier
         self.sent = 0
         self.chars_per_token = FALLBACK_CHARS_PER_TOKEN
         self.calibrated = False
@@ -166,7 +169,7 @@ class Probe:
         return cells
 
     def _reason_to_skip(self, cell, done):
-        for earlier in done:
+        for earlier in done if self.skip_heavier else []:
             heavier = (
                 cell.concurrency >= earlier.concurrency
                 and cell.context >= earlier.context
@@ -234,6 +237,7 @@ class Probe:
         messages = [{"role": "user", "content": self._prompt(context)}]
         start.wait()
         began = time.monotonic()
+        stream = None
         try:
             with open_chat_stream(
                 self.model,
@@ -248,7 +252,12 @@ class Probe:
                 finally:
                     cutter.cancel()
         except Exception as exc:  # noqa: BLE001 - every failure is a result
-            self._note_failure(result, exc)
+            if stream is not None and stream.cut_requested.is_set():
+                # Closing the response under a reader can raise almost
+                # anything from the HTTP library; the cause was the timeout.
+                result.timed_out = True
+            else:
+                self._note_failure(result, exc)
         result.duration_s = time.monotonic() - began
 
     def _read(self, stream, result, began):
@@ -286,10 +295,15 @@ class Probe:
             result.error = f"{code} {detail}".strip()[:200]
 
     def _prompt(self, tokens):
-        nonce = f"Probe {uuid.uuid4().hex}. "
-        wanted_chars = int(tokens * self.chars_per_token)
-        body = _filler(wanted_chars - len(nonce) - len(INSTRUCTION))
-        return nonce + INSTRUCTION + body
+        return build_prompt(tokens, self.chars_per_token)
+
+
+def build_prompt(tokens, chars_per_token):
+    """A prompt of about `tokens` tokens, unlike any other (a nonce first)."""
+    nonce = f"Probe {uuid.uuid4().hex}. "
+    wanted_chars = int(tokens * chars_per_token)
+    body = _filler(wanted_chars - len(nonce) - len(INSTRUCTION))
+    return nonce + INSTRUCTION + body
 
 
 def _filler(chars):
