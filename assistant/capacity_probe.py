@@ -227,8 +227,11 @@ class Probe:
 
         start.wait()
         began = time.monotonic()
+        # Every request is cut at the timeout; this only guards against a
+        # thread stuck where no cut reaches it (connecting, say).
+        give_up_at = began + self.timeout + CONNECT_TIMEOUT + 5
         for thread in threads:
-            thread.join(self.timeout + CONNECT_TIMEOUT + 5)
+            thread.join(max(0.0, give_up_at - time.monotonic()))
         cell.wall_s = time.monotonic() - began
         # Cut requests may still hold the server for a moment.
         time.sleep(self.pause)

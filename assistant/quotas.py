@@ -8,8 +8,10 @@ local month of settings.TIME_ZONE: the daily quota resets at local midnight,
 the monthly one at midnight on the 1st.
 
 A request is admitted while the tokens used plus its own prompt fit in what
-is left. Its reply is not known in advance, so the request that crosses the
-limit is allowed to finish: a quota can be overrun by at most one reply.
+is left. Its reply is not known in advance, and use is recorded when a
+request ends, so the requests running when the limit is crossed are allowed
+to finish: a quota can be overrun by the replies of those requests (one,
+for a user limited to one request at a time).
 
 check_quota() costs one query for a user without quotas and one aggregate
 query more for a user with token limits (on the user-and-created index);

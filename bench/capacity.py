@@ -40,12 +40,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import stream_latency
 from stream_latency import (
     BASE_DIR,
+    END_GRACE_SECONDS,
     SETUP_SECONDS,
     BenchError,
     app_environment,
@@ -173,7 +175,7 @@ def main():
         app = start_app(env, work_dir / "app.log")
         wait_until_answering(f"{app_url(env)}/accounts/login/", app)
         set_profile(env, limits)
-        through_app = run_through_app(args, env, probe.chars_per_token)
+        through_app = run_through_app(args, env, simulator, probe.chars_per_token)
         print_report(args, direct, through_app, limits, probe)
     except BenchError as error:
         print_log_tail(work_dir / "app.log")
@@ -274,12 +276,12 @@ def set_profile(env, suggestion):
         ) from None
 
 
-def run_through_app(args, env, chars_per_token):
+def run_through_app(args, env, simulator, chars_per_token):
     cookies = sign_in_users(env, max(args.concurrency))
-    return asyncio.run(measure_app(args, env, cookies, chars_per_token))
+    return asyncio.run(measure_app(args, env, simulator, cookies, chars_per_token))
 
 
-async def measure_app(args, env, cookies, chars_per_token):
+async def measure_app(args, env, simulator, cookies, chars_per_token):
     progress("through the app:")
     cells = []
     for context in args.context:
@@ -287,7 +289,9 @@ async def measure_app(args, env, cookies, chars_per_token):
             stop_if_signalled()
             progress(f"  {concurrency} users with prompts of {context} tokens ...")
             cell = AppCell(context, concurrency)
-            await run_app_cell(args, env, cookies[:concurrency], cell, chars_per_token)
+            await run_app_cell(
+                args, env, simulator, cookies[:concurrency], cell, chars_per_token
+            )
             cells.append(cell)
             await asyncio.sleep(PAUSE_SECONDS)
     return cells
@@ -299,7 +303,7 @@ def app_cell_deadline(args, concurrency):
     return concurrency * per_request * args.time_scale + SETUP_SECONDS
 
 
-async def run_app_cell(args, env, cookies, cell, chars_per_token):
+async def run_app_cell(args, env, simulator, cookies, cell, chars_per_token):
     from assistant.capacity_probe import build_prompt
 
     sockets = await open_sockets(env, cookies)
@@ -310,7 +314,9 @@ async def run_app_cell(args, env, cookies, cell, chars_per_token):
     ]
     began = time.monotonic()
     try:
-        await asyncio.wait(asking, timeout=app_cell_deadline(args, cell.concurrency))
+        await wait_for_chats(
+            asking, simulator, app_cell_deadline(args, cell.concurrency)
+        )
     finally:
         for task in asking:
             task.cancel()
@@ -318,6 +324,30 @@ async def run_app_cell(args, env, cookies, cell, chars_per_token):
         await asyncio.gather(*(ws.close() for ws in sockets))
     ends = [chat.ended_at for chat in cell.chats if chat.ended_at]
     cell.wall_s = (max(ends) if ends else time.monotonic()) - began
+
+
+async def wait_for_chats(tasks, simulator, seconds):
+    """Until every chat has ended, or the simulator has been idle a while.
+
+    A chat whose `end` event the app loses would otherwise hold the cell
+    until its deadline; it is counted as "no end event".
+    """
+    deadline = time.monotonic() + seconds
+    served = simulator.stats["requests"]
+    idle_since = None
+    while time.monotonic() < deadline:
+        stop_if_signalled()
+        _done, pending = await asyncio.wait(tasks, timeout=0.2)
+        if not pending:
+            return
+
+        stats = simulator.stats
+        if stats["active"] or stats["requests"] != served:
+            served, idle_since = stats["requests"], None
+            continue
+        idle_since = idle_since or time.monotonic()
+        if time.monotonic() - idle_since > END_GRACE_SECONDS:
+            return
 
 
 async def ask(ws, chat, text):
@@ -482,6 +512,7 @@ def print_report(args, direct, through_app, limits, probe):
                 _figure(right.worst_gap, "{:.2f}"),
             )
         )
+    print_outcomes(through_app)
     print()
     print(
         "tok/s: all requests together; per req: one request once its first token "
@@ -492,6 +523,18 @@ def print_report(args, direct, through_app, limits, probe):
         "to see a queue position or the reply start; gap s: the longest between "
         "two queue updates (both real seconds)."
     )
+
+
+def print_outcomes(cells):
+    """How the chats through the app that did not finish ended, per cell."""
+    for cell in cells:
+        outcomes = Counter(
+            chat.error_code or chat.status
+            for chat in cell.chats
+            if chat.status not in ("stop", "length_in_answer")
+        )
+        for outcome, count in outcomes.most_common():
+            print(f"  app, {cell.concurrency} x {cell.context}: {count} x {outcome}")
 
 
 def average_tokens(cells):

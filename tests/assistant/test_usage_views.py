@@ -177,3 +177,21 @@ def test_it_links_the_usage_page_from_the_chat_sidebar(client, researcher):
     response = client.get(reverse("chat-home"))
 
     assert f'href="{reverse("usage-home")}"'.encode() in response.content
+
+
+def test_it_lets_administrators_edit_quotas_and_read_records(client):
+    admin = make_user("admin")
+    admin.is_staff = admin.is_superuser = True
+    admin.save(update_fields=["is_staff", "is_superuser"])
+    client.login(username="admin", password=PASSWORD)
+    quota = Quota.objects.create(group=Group.objects.create(name="lab"), daily_tokens=5)
+    use(admin, "deepseek-r1", 10)
+
+    quotas = client.get(reverse("admin:assistant_quota_changelist"))
+    edit = client.get(reverse("admin:assistant_quota_change", args=[quota.pk]))
+    records = client.get(reverse("admin:assistant_usagerecord_changelist"))
+
+    assert quotas.status_code == edit.status_code == records.status_code == 200
+    assert b"lab" in quotas.content
+    assert b"deepseek-r1" in records.content
+    assert client.get(reverse("admin:assistant_usagerecord_add")).status_code == 403
