@@ -247,8 +247,8 @@ class ReplyWriter:
         Replies queued after this one do not count, so that of two sent at
         once the first goes ahead. A reply left open by a worker that died
         stops counting once it is older than any reply could be. Only chat
-        replies are counted: requests of other features in flight (polish,
-        convert) are not seen here, so they do not use up the chat's share.
+        replies are counted: the user's polish or convert requests in flight
+        are not seen here, so they do not count against the limit.
         """
         reply = self.reply
         oldest = timezone.now() - timedelta(
