@@ -48,14 +48,14 @@ def _local_date():
 
 
 def daily_use(user, days):
-    """One row per local day and model the user asked anything of."""
+    """One row per local day and model the user asked anything of, newest first."""
     rows = (
         records_since(days[0])
         .filter(user=user)
         .annotate(day=_local_date())
         .values("day", "model")
         .annotate(**TOTALS)
-        .order_by("day", "model")
+        .order_by("-day", "model")
     )
     return list(rows)
 
