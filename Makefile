@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench messages clean
+.PHONY: run test bench bench-capacity messages clean
 
 run: $(VENV)/.installed
 	$(BIN)/python scripts/run.py
@@ -23,9 +23,15 @@ test: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/stream_latency.py
 
-.PHONY: bench-img2latex
+.PHONY: bench-img2latex bench-capacity bench-polish
 bench-img2latex: $(VENV)/.installed-dev
 	$(BIN)/python bench/img2latex.py
+
+bench-capacity: $(VENV)/.installed-dev
+	$(BIN)/python bench/capacity.py
+
+bench-polish: $(VENV)/.installed-dev
+	$(BIN)/python bench/polish.py
 
 # Regenerate the translation catalogues after changing translated strings.
 messages: $(VENV)/.installed

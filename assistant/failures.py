@@ -62,6 +62,22 @@ MESSAGES = {
         "The model was busy for longer than the app waits in its queue. Your "
         "message is kept; send it again later."
     ),
+    "quota_daily": _(
+        "You have reached your daily token quota: %(left)s of %(limit)s tokens "
+        "are left today, and this message needs about %(needed)s. It resets at "
+        "%(resets)s (%(zone)s). Your message is kept; send it again then."
+    ),
+    "quota_monthly": _(
+        "You have reached your monthly token quota: %(left)s of %(limit)s "
+        "tokens are left this month, and this message needs about %(needed)s. "
+        "It resets at %(resets)s (%(zone)s). Your message is kept; send it "
+        "again then, or ask the administrators for a larger quota."
+    ),
+    "quota_concurrent": _(
+        "You already have %(open)s replies queued or being written, as many as "
+        "your quota allows at once (%(limit)s). Your message is kept; send it "
+        "again when one of them has finished."
+    ),
     "not_found": _("The model service does not serve the chosen model any more."),
     "rate_limited": _(
         "The model service is busy and asked the app to slow down (429); it was "

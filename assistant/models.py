@@ -1,7 +1,9 @@
 import re
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 # Defaults for models the API lists that nobody has configured yet, matched on
@@ -191,3 +193,143 @@ class ExternalIdentity(models.Model):
 
     def __str__(self):
         return f"{self.subject} @ {self.issuer}"
+
+
+class UsageRecord(models.Model):
+    """One request to a model, as metered: who, what, how much, how it ended.
+
+    Token counts are the server's own; None means it did not say, which is
+    not the same as zero. counted_tokens is what quotas count (see
+    assistant.metering.counted_tokens).
+    """
+
+    class Kind(models.TextChoices):
+        CHAT = "chat", _("chat")
+        POLISH = "polish", _("academic polish")
+        CONVERT = "convert", _("image to LaTeX")
+        API = "api", _("API")
+
+    class EndState(models.TextChoices):
+        # The end states of chat.models.Message.Status, so that every feature
+        # reports its requests in the same terms.
+        STOP = "stop", _("finished")
+        LENGTH_IN_REASONING = "length_in_reasoning", _("cut off while thinking")
+        LENGTH_IN_ANSWER = "length_in_answer", _("cut off in the answer")
+        NO_ANSWER = "no_answer", _("thought but gave no answer")
+        STOPPED = "stopped", _("stopped")
+        ERROR = "error", _("error")
+        INCOMPLETE = "incomplete", _("interrupted")
+        REASON_UNKNOWN = "reason_unknown", _("ended for an unknown reason")
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="usage_records",
+        verbose_name=_("user"),
+    )
+    kind = models.CharField(_("kind"), max_length=16, choices=Kind.choices)
+    model = models.CharField(_("model"), max_length=200)
+    end_state = models.CharField(
+        _("end state"), max_length=32, choices=EndState.choices
+    )
+    error_code = models.CharField(_("error code"), max_length=32, blank=True)
+    prompt_tokens = models.PositiveIntegerField(_("prompt tokens"), null=True)
+    completion_tokens = models.PositiveIntegerField(_("completion tokens"), null=True)
+    # DeepSeek counts the reasoning inside completion_tokens.
+    reasoning_tokens = models.PositiveIntegerField(_("reasoning tokens"), null=True)
+    counted_tokens = models.PositiveIntegerField(_("counted tokens"), default=0)
+    queue_ms = models.PositiveIntegerField(_("queue wait (ms)"), null=True)
+    first_token_ms = models.PositiveIntegerField(
+        _("time to first token (ms)"), null=True
+    )
+    duration_ms = models.PositiveIntegerField(_("duration (ms)"), null=True)
+    created = models.DateTimeField(_("created"), default=timezone.now)
+
+    class Meta:
+        ordering = ["-created"]
+        indexes = [
+            # The quota check and the usage page read one user's recent rows.
+            models.Index(fields=["user", "created"]),
+            # The staff overview reads everyone's recent rows.
+            models.Index(fields=["created"]),
+        ]
+        verbose_name = _("usage record")
+        verbose_name_plural = _("usage records")
+
+    def __str__(self):
+        return f"{self.kind} {self.model} {self.end_state} #{self.pk}"
+
+
+class Quota(models.Model):
+    """Token and concurrency limits for one user or for everyone in a group.
+
+    A user may be under several (their own and their groups'); for each
+    limit the tightest applies. An empty limit is no limit.
+    """
+
+    class Scope(models.TextChoices):
+        USER = "user", _("user")
+        GROUP = "group", _("group")
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="quota",
+        verbose_name=_("user"),
+    )
+    group = models.OneToOneField(
+        "auth.Group",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="quota",
+        verbose_name=_("group"),
+    )
+    daily_tokens = models.PositiveIntegerField(
+        _("tokens a day"),
+        null=True,
+        blank=True,
+        help_text=_("Resets at local midnight. Empty: no daily limit."),
+    )
+    monthly_tokens = models.PositiveIntegerField(
+        _("tokens a month"),
+        null=True,
+        blank=True,
+        help_text=_("Resets on the 1st at local midnight. Empty: no monthly limit."),
+    )
+    concurrent_requests = models.PositiveIntegerField(
+        _("concurrent requests"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "Requests queued or running at once, across conversations. Empty: no limit."
+        ),
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    models.Q(user__isnull=False, group__isnull=True)
+                    | models.Q(user__isnull=True, group__isnull=False)
+                ),
+                name="quota_user_or_group",
+            )
+        ]
+        verbose_name = _("quota")
+        verbose_name_plural = _("quotas")
+
+    def __str__(self):
+        if self.user_id:
+            return f"{self.Scope.USER.label}: {self.user}"
+        return f"{self.Scope.GROUP.label}: {self.group}"
+
+    @property
+    def scope(self):
+        return self.Scope.USER if self.user_id else self.Scope.GROUP
+
+    def clean(self):
+        if bool(self.user_id) == bool(self.group_id):
+            raise ValidationError(_("A quota is for either one user or one group."))

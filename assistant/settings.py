@@ -119,7 +119,13 @@ if REDIS_URL:
     }
 else:
     CHANNEL_LAYERS = {
-        "default": {"BACKEND": "assistant.layers.EmbeddedChannelLayer"},
+        "default": {
+            "BACKEND": "assistant.layers.EmbeddedChannelLayer",
+            # Channels' default of 100 messages per socket drops a reply's
+            # events, its end among them, while a busy process falls a few
+            # seconds behind; the same cap as on Redis.
+            "CONFIG": {"capacity": 10000},
+        },
     }
     CACHES = {
         "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},

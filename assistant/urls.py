@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from mozilla_django_oidc.views import OIDCLogoutView
 
-from assistant import views
+from assistant import usage_views, views
 
 urlpatterns = [
     path("accounts/login/", views.SignInView.as_view(), name="login"),
@@ -14,5 +14,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("academic/", include("academic.urls")),
     path("convert/", include("academic.convert_urls")),
+    path("usage/", usage_views.usage_home, name="usage-home"),
+    path("usage/overview/", usage_views.usage_overview, name="usage-overview"),
     path("", include("chat.urls")),
 ]

@@ -86,8 +86,10 @@ def retry_reply(reply, mode=RetryMode.SAME):
     reply.status = Message.Status.QUEUED
     reply.error_code = ""
     reply.error_detail = ""
+    reply.error_params = {}
     reply.prompt_tokens = reply.completion_tokens = reply.reasoning_tokens = None
-    reply.first_token_ms = reply.reasoning_ms = reply.duration_ms = None
+    reply.queue_ms = reply.first_token_ms = reply.reasoning_ms = None
+    reply.duration_ms = None
     reply.started_at = None
     reply.warning_code = ""
     # A numbered "reset" tells every watching browser to clear the bubble;

@@ -8,17 +8,19 @@ turns into a cut of the upstream connection so the GPU stops working too.
 
 import logging
 import time
+from datetime import timedelta
 
 import openai
 from django.conf import settings
 from django.core.cache import cache
+from django.db.models import Q
 from django.utils import timezone
 
-from assistant import backoff, failures
+from assistant import backoff, failures, metering, quotas
 from assistant.admission import INTERACTIVE, Cancelled, TimedOut, wait_for_slot
 from assistant.completion import StreamGuard, pool_name
 from assistant.modelapi import open_chat_stream
-from assistant.models import ModelProfile
+from assistant.models import ModelProfile, UsageRecord
 from assistant.streaming import (
     ReplyParser,
     ReplyStatus,
@@ -30,6 +32,7 @@ from chat.models import Conversation, Message
 from chat.prompt import (
     build_messages,
     can_extend,
+    count_text_tokens,
     estimate_tokens,
     output_budget,
     trim_to_fit,
@@ -83,6 +86,8 @@ class ReplyWriter:
         messages = self._prompt()
         if self.reply.prompt_estimate > self.profile.input_limit:
             self._finish_too_long()
+            return
+        if self._over_quota():
             return
 
         max_tokens = self._output_limit()
@@ -170,6 +175,47 @@ class ReplyWriter:
             # answer may be missing.
             reply.warning_code = "low_output_budget"
         return reply.max_tokens
+
+    def _over_quota(self):
+        """End the reply at once, unsent, if the user's quotas do not allow it."""
+        refusal = quotas.check_quota(
+            self.reply.conversation.user,
+            needed_tokens=self.reply.prompt_estimate,
+            count_open=self._count_other_open_replies,
+        )
+        if refusal is None:
+            return False
+
+        logger.info("reply %s refused: %s", self.reply.pk, refusal.code)
+        self._finish(Message.Status.ERROR, refusal.code, params=refusal.params)
+        return True
+
+    def _count_other_open_replies(self):
+        """The user's other replies being written, or queued ahead of this one.
+
+        Replies queued after this one do not count, so that of two sent at
+        once the first goes ahead. A reply left open by a worker that died
+        stops counting once it is older than any reply could be. Only chat
+        replies are counted: the user's polish or convert requests in flight
+        are not seen here, so they do not count against the limit.
+        """
+        reply = self.reply
+        oldest = timezone.now() - timedelta(
+            seconds=settings.QUEUE_TIMEOUT + settings.MODEL_API_TOTAL_TIMEOUT
+        )
+        return (
+            Message.objects.filter(
+                conversation__user_id=reply.conversation.user_id,
+                role=Message.Role.ASSISTANT,
+                created__gte=oldest,
+            )
+            .filter(
+                Q(status=Message.Status.STREAMING)
+                | Q(status=Message.Status.QUEUED, pk__lt=reply.pk)
+            )
+            .exclude(pk=reply.pk)
+            .count()
+        )
 
     def _wait_for_slot(self):
         """A lease on the backend's capacity, after a fair wait if it is busy.
@@ -329,7 +375,7 @@ class ReplyWriter:
             logger.warning("reply %s failed: %s %s", self.reply.pk, code, detail)
         self._finish(Message.Status.ERROR, code, detail)
 
-    def _finish(self, status, error_code="", error_detail=""):
+    def _finish(self, status, error_code="", error_detail="", params=None):
         reply = self.reply
         parser = self.parser
         if parser is not None and parser.error is not None and not error_code:
@@ -338,6 +384,7 @@ class ReplyWriter:
         reply.status = status or ReplyStatus.REASON_UNKNOWN
         reply.error_code = error_code
         reply.error_detail = error_detail[:2000]
+        reply.error_params = params or {}
         if parser is not None:
             reply.content = parser.answer
             reply.reasoning = parser.reasoning
@@ -351,7 +398,7 @@ class ReplyWriter:
         )
 
         self.publisher.publish("end", **self._end_fields())
-        self._log_request()
+        self._record_usage()
 
     def _store_usage(self, usage):
         if usage is None:
@@ -402,6 +449,7 @@ class ReplyWriter:
             "can_extend": can_extend(reply, self.profile),
             "error_code": reply.error_code,
             "error_detail": reply.error_detail,
+            "error_params": reply.error_params,
             "html": render_markdown(reply.content),
             "reasoning_ms": reply.reasoning_ms,
             "first_token_ms": reply.first_token_ms,
@@ -413,22 +461,25 @@ class ReplyWriter:
             },
         }
 
-    def _log_request(self):
+    def _record_usage(self):
         reply = self.reply
-        logger.info(
-            "model request user=%s model=%s status=%s error=%s prompt_tokens=%s "
-            "completion_tokens=%s reasoning_tokens=%s queue_ms=%s first_token_ms=%s "
-            "duration_ms=%s",
-            reply.conversation.user_id,
-            reply.model,
-            reply.status,
-            reply.error_code or "-",
-            reply.prompt_tokens,
-            reply.completion_tokens,
-            reply.reasoning_tokens,
-            reply.queue_ms,
-            reply.first_token_ms,
-            reply.duration_ms,
+        began = self.first_reasoning_at or self.first_answer_at
+        received = reply.reasoning + reply.content
+        metering.record_request(
+            user=reply.conversation.user_id,
+            kind=UsageRecord.Kind.CHAT,
+            model=reply.model,
+            end_state=reply.status,
+            error_code=reply.error_code,
+            prompt_tokens=reply.prompt_tokens,
+            completion_tokens=reply.completion_tokens,
+            reasoning_tokens=reply.reasoning_tokens,
+            # Only a prompt the model started answering was surely read.
+            estimated_prompt_tokens=reply.prompt_estimate if began else None,
+            estimated_output_tokens=count_text_tokens(received),
+            queue_ms=reply.queue_ms,
+            first_token_ms=reply.first_token_ms,
+            duration_ms=reply.duration_ms,
         )
 
 

@@ -103,6 +103,9 @@ class Message(models.Model):
     # words, shown next to the translated explanation.
     error_code = models.CharField(max_length=32, blank=True)
     error_detail = models.TextField(blank=True)
+    # Figures the code's explanation is filled in with, in the reader's
+    # language: for an over-quota refusal, what is left and when it resets.
+    error_params = models.JSONField(default=dict, blank=True)
 
     created = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)

@@ -150,6 +150,7 @@ def message_data(message, profiles=None):
             model=message.model,
             error_code=message.error_code,
             error_detail=message.error_detail,
+            error_params=message.error_params,
             reasoning_ms=message.reasoning_ms,
             warning_code=message.warning_code,
             can_extend=_can_extend(message, profiles),

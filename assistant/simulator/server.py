@@ -947,6 +947,9 @@ class SimulatorHandler(BaseHTTPRequestHandler):
 
 class _SimulatorHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver listens with a backlog of 5, which resets connections
+    # when dozens of clients connect at once; real servers take hundreds.
+    request_queue_size = 256
 
     def __init__(self, address, simulator):
         self.simulator = simulator

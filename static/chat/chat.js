@@ -86,6 +86,7 @@
     this.reasoningMs = message.reasoning_ms;
     this.errorCode = message.error_code || "";
     this.errorDetail = message.error_detail || "";
+    this.errorParams = message.error_params || {};
     this.warningCode = message.warning_code || "";
     this.canExtend = Boolean(message.can_extend);
     this.reasoningText.textContent = this.reasoning;
@@ -224,6 +225,7 @@
         this.reasoning = this.answer = "";
         this.reasoningText.textContent = "";
         this.errorCode = this.errorDetail = this.warningCode = "";
+        this.errorParams = {};
         this.canExtend = false;
         this.reasoningMs = null;
         this.thinkingSince = null;
@@ -234,6 +236,7 @@
         this.status = event.status;
         this.errorCode = event.error_code || "";
         this.errorDetail = event.error_detail || "";
+        this.errorParams = event.error_params || {};
         this.warningCode = event.warning_code || "";
         this.canExtend = Boolean(event.can_extend);
         if (event.reasoning_ms !== null && event.reasoning_ms !== undefined) {
@@ -322,7 +325,7 @@
 
   ReplyView.prototype.noteText = function () {
     if (this.status === "error") {
-      var text = t("error." + (this.errorCode || "internal"));
+      var text = t("error." + (this.errorCode || "internal"), this.errorParams);
       if (this.errorDetail) {
         var fromServer = pageData.serverDetailCodes.indexOf(this.errorCode) !== -1;
         text += " " + t(fromServer ? "serverSaid" : "details") + " " + this.errorDetail;
