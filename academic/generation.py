@@ -36,8 +36,16 @@ PROSE = re.compile(r"[^\W\d_]", re.UNICODE)
 
 # Why a chunk was kept as written, beyond the checks and the model service's
 # own failures (assistant.failures). The codes are assistant.completion's.
+# Failures that asking again cannot mend.
+FINAL_CODES = {"quota_daily", "quota_monthly", "queue_timeout"}
+QUOTA_USED_UP = _(
+    "Your token quota was used up before this part was done; it was left "
+    "unchanged. Your usage page says when the quota resets."
+)
 KEEP_REASONS = {
     "cancelled": _("The job was cancelled before this part was done."),
+    "quota_daily": QUOTA_USED_UP,
+    "quota_monthly": QUOTA_USED_UP,
     "length_in_answer": _(
         "The model's answer was cut off at its output limit, so it could not be used."
     ),
@@ -116,6 +124,8 @@ class ChunkWriter:
             failure = self._try(rejection)
             if failure is None:
                 return
+            if failure.code in FINAL_CODES:
+                break
             # Only a check's reason helps the model; a cut-off answer or a
             # server error is simply asked again.
             rejection = failure.detail if failure.code in checks.MESSAGES else None
@@ -160,7 +170,8 @@ class ChunkWriter:
             self.profile,
             messages,
             output_budget(self.profile, prompt_estimate),
-            user_key=str(self.job.owner_id),
+            user_id=self.job.owner_id,
+            kind="polish",
             priority=BATCH,
             stop_key=self.job.stop_key,
             prompt_estimate=prompt_estimate,

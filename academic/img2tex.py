@@ -108,6 +108,14 @@ MESSAGES = {
         "The model was busy for longer than the app waits in its queue. Your "
         "image is kept; convert it again later."
     ),
+    "quota_daily": _(
+        "Your daily token quota is used up. Your image is kept; your usage "
+        "page says when the quota resets."
+    ),
+    "quota_monthly": _(
+        "Your monthly token quota is used up. Your image is kept; your usage "
+        "page says when the quota resets."
+    ),
 }
 
 _FENCE = re.compile(r"```[^\n`]*\n(?P<body>.*?)\n?```", re.DOTALL)

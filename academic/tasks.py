@@ -1,4 +1,5 @@
 import logging
+import time
 
 from celery import shared_task
 from django.conf import settings
@@ -6,8 +7,14 @@ from django.conf import settings
 from academic import actions, img2tex
 from academic.generation import ChunkWriter
 from academic.models import Conversion, PolishChunk
+from assistant import metering, quotas
 from assistant.admission import INTERACTIVE, TimedOut, wait_for_slot
+from assistant.completion import pool_name
 from assistant.models import ModelProfile
+
+# What an image costs against a quota before the server says: a formula
+# crop is a few hundred tokens to a vision model, a table more.
+IMAGE_PROMPT_ESTIMATE = 1000
 
 logger = logging.getLogger(__name__)
 
@@ -31,30 +38,63 @@ def convert_image(conversion_id):
         logger.warning("conversion %s is %s; skipped", conversion_id, conversion.status)
         return
 
+    timings = {}
+    error_code = ""
     try:
-        _convert(conversion)
+        _convert(conversion, timings)
     except img2tex.ConversionFailed as failure:
         logger.warning(
             "conversion %s failed: %s %s", conversion_id, failure.code, failure.detail
         )
         conversion.fail(failure.code, failure.detail)
+        error_code = failure.code
     except Exception as exc:  # noqa: BLE001 - a conversion must end either way
         logger.exception("conversion %s broke", conversion_id)
         conversion.fail("internal", exc.__class__.__name__)
+        error_code = "internal"
+    _record_usage(conversion, error_code, timings)
 
 
-def _convert(conversion):
+def _record_usage(conversion, error_code, timings):
+    sent = "duration_ms" in timings
+    metering.record_request(
+        user=conversion.owner_id,
+        kind="convert",
+        model=conversion.model,
+        end_state="error" if error_code else "stop",
+        error_code=error_code,
+        prompt_tokens=conversion.prompt_tokens,
+        completion_tokens=conversion.completion_tokens,
+        estimated_prompt_tokens=IMAGE_PROMPT_ESTIMATE if sent else None,
+        queue_ms=timings.get("queue_ms"),
+        duration_ms=timings.get("duration_ms"),
+    )
+
+
+def _convert(conversion, timings):
     profile = ModelProfile.ensure(conversion.model)
+    refusal = quotas.check_quota(
+        conversion.owner_id, IMAGE_PROMPT_ESTIMATE, count_open=lambda: 0
+    )
+    if refusal is not None:
+        raise img2tex.ConversionFailed(refusal.code)
+
+    queued_at = time.monotonic()
     lease = _wait_for_slot(conversion, profile)
     with lease:
+        sent_at = time.monotonic()
+        timings["queue_ms"] = round((sent_at - queued_at) * 1000)
         conversion.mark_running()
-        transcription = img2tex.transcribe(
-            bytes(conversion.image),
-            conversion.model,
-            conversion.kind,
-            conversion.target,
-            max_output_tokens=profile.max_output_tokens,
-        )
+        try:
+            transcription = img2tex.transcribe(
+                bytes(conversion.image),
+                conversion.model,
+                conversion.kind,
+                conversion.target,
+                max_output_tokens=profile.max_output_tokens,
+            )
+        finally:
+            timings["duration_ms"] = round((time.monotonic() - sent_at) * 1000)
     conversion.finish(transcription)
 
 
@@ -65,7 +105,7 @@ def _wait_for_slot(conversion, profile):
 
     try:
         return wait_for_slot(
-            pool=f"{settings.MODEL_API_BASE_URL}|{conversion.model}",
+            pool=pool_name(conversion.model),
             user_key=str(conversion.owner_id),
             priority=INTERACTIVE,
             capacity=profile.concurrency_limit,

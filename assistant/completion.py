@@ -5,7 +5,8 @@ work (a polished chunk, a conversation's title) wants only the finished
 text, but must take the same road to the backend: a fair place in the
 model's admission queue, the same back-off when the server is busy, the
 same time limits and Stop, the same parsing of reasoning. `complete()` is
-that road; StreamGuard, which both use, watches one open stream.
+that road, quotas and metering included; StreamGuard, which both use,
+watches one open stream.
 """
 
 import logging
@@ -17,7 +18,7 @@ import openai
 from django.conf import settings
 from django.core.cache import cache
 
-from assistant import backoff, failures
+from assistant import backoff, failures, metering, quotas
 from assistant.admission import Cancelled, TimedOut, wait_for_slot
 from assistant.modelapi import open_chat_stream
 from assistant.streaming import (
@@ -118,7 +119,8 @@ def complete(
     messages,
     max_tokens,
     *,
-    user_key,
+    user_id,
+    kind,
     priority,
     stop_key,
     prompt_estimate=0,
@@ -126,30 +128,111 @@ def complete(
 ):
     """The model's finished answer to `messages`, after a fair wait.
 
-    Raises Cancelled when `stop_key` is set before or during the request,
-    CompletionFailure for an answer that did not come (timeouts, a cut,
-    an error in the stream, the output limit), and the openai SDK's errors
-    for a server that refused (failures.classify explains those).
+    `user_id` is whose quotas it counts against and whose turn it takes in
+    the queue; `kind` names the feature in the usage records. Raises
+    Cancelled when `stop_key` is set before or during the request,
+    CompletionFailure for an answer that did not come (over quota, timeouts,
+    a cut, an error in the stream, the output limit), and the openai SDK's
+    errors for a server that refused (failures.classify explains those).
+    Every way out leaves one usage record.
     """
+    request = _MeteredRequest(profile, user_id, kind, prompt_estimate)
+    with request:
+        _check_quota(user_id, prompt_estimate)
+        lease = _wait_for_slot(profile, user_id, priority, stop_key, request, on_wait)
+        with lease:
+            request.sent()
+            parser = _stream(profile, messages, max_tokens, stop_key)
+        request.completion = _answer(parser, request.queue_seconds)
+    return request.completion
+
+
+def _check_quota(user_id, prompt_estimate):
+    # The quota's limit on requests at once is counted on chat replies
+    # (chat.generation); batch work is bounded by the admission queue.
+    refusal = quotas.check_quota(user_id, prompt_estimate, count_open=lambda: 0)
+    if refusal is not None:
+        figures = ", ".join(f"{name} {value}" for name, value in refusal.params.items())
+        raise CompletionFailure(refusal.code, figures)
+
+
+def _wait_for_slot(profile, user_id, priority, stop_key, request, on_wait):
     queued_at = time.monotonic()
     try:
         lease = wait_for_slot(
             pool=pool_name(profile.name),
-            user_key=user_key,
+            user_key=str(user_id),
             priority=priority,
             capacity=profile.concurrency_limit,
-            cost=profile.admission_cost(prompt_estimate),
+            cost=profile.admission_cost(request.prompt_estimate),
             on_wait=on_wait,
             cancelled=lambda: bool(cache.get(stop_key)),
             timeout=settings.QUEUE_TIMEOUT,
         )
     except TimedOut:
         raise CompletionFailure("queue_timeout") from None
-    queue_seconds = time.monotonic() - queued_at
+    request.queue_seconds = time.monotonic() - queued_at
+    return lease
 
-    with lease:
-        parser = _stream(profile, messages, max_tokens, stop_key)
-    return _answer(parser, queue_seconds)
+
+class _MeteredRequest:
+    """Leaves one usage record however the request inside it ends."""
+
+    def __init__(self, profile, user_id, kind, prompt_estimate):
+        self.profile = profile
+        self.user_id = user_id
+        self.kind = kind
+        self.prompt_estimate = prompt_estimate
+        self.queue_seconds = None
+        self.completion = None
+        self._sent_at = None
+
+    def sent(self):
+        self._sent_at = time.monotonic()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, traceback):
+        end_state, error_code = _end_of(exc)
+        completion = self.completion
+        duration = None
+        if self._sent_at is not None:
+            duration = time.monotonic() - self._sent_at
+        metering.record_request(
+            user=self.user_id,
+            kind=self.kind,
+            model=self.profile.name,
+            end_state=end_state,
+            error_code=error_code,
+            prompt_tokens=completion.prompt_tokens if completion else None,
+            completion_tokens=completion.completion_tokens if completion else None,
+            reasoning_tokens=completion.reasoning_tokens if completion else None,
+            # A request the backend never saw costs nothing.
+            estimated_prompt_tokens=self.prompt_estimate if self._sent_at else None,
+            queue_ms=_ms(self.queue_seconds),
+            duration_ms=_ms(duration),
+        )
+        return False
+
+
+def _end_of(exc):
+    """The usage record's end state and error code for how a request ended."""
+    if exc is None:
+        return ReplyStatus.STOP, ""
+    if isinstance(exc, Cancelled):
+        return ReplyStatus.STOPPED, ""
+    if isinstance(exc, CompletionFailure):
+        if exc.code in {status.value for status in ReplyStatus}:
+            return exc.code, ""
+        return ReplyStatus.ERROR, exc.code
+    if isinstance(exc, openai.OpenAIError):
+        return ReplyStatus.ERROR, failures.classify(exc)[0]
+    return ReplyStatus.ERROR, "internal"
+
+
+def _ms(seconds):
+    return None if seconds is None else round(seconds * 1000)
 
 
 def _stream(profile, messages, max_tokens, stop_key):

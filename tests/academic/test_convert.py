@@ -21,10 +21,12 @@ pytestmark = pytest.mark.django_db
 VISION_MODEL = "qwen2.5-vl-sim"
 
 
-def make_conversion(shared_dir, kind="formula", target="latex", name="f17.png"):
+def make_conversion(
+    shared_dir, kind="formula", target="latex", name="f17.png", owner=None
+):
     image = normalise((shared_dir / "img2latex-eval/images" / name).read_bytes())
     return Conversion.objects.create(
-        owner=make_user(),
+        owner=owner or make_user(),
         kind=kind,
         target=target,
         image=image.png,
