@@ -98,9 +98,10 @@ MESSAGES = {
         "your message, or choose a model with a larger context."
     ),
     "input_too_long": _(
-        "Your message and the conversation before it are longer than this model "
-        "accepts, so nothing was sent. Leave out older turns, start a new chat, "
-        "shorten your message, or choose a model with a larger context."
+        "Your message and the conversation before it come to about "
+        "%(estimate)s tokens, and %(model)s accepts %(limit)s, so nothing was "
+        "sent. Leave out older turns, start a new chat, shorten your message, "
+        "or choose a model with a larger context."
     ),
     "in_band": _("The model service reported an error in the middle of the reply."),
     "protocol": _("The model service sent a reply the app could not read."),

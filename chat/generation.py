@@ -361,11 +361,13 @@ class ReplyWriter:
         )
 
     def _finish_too_long(self):
-        detail = (
-            f"about {self.reply.prompt_estimate} tokens (estimated); "
-            f"{self.profile.label} accepts {self.profile.input_limit}"
-        )
-        self._finish(Message.Status.ERROR, "input_too_long", detail)
+        # The figures go into the translated message, not an English detail.
+        params = {
+            "estimate": self.reply.prompt_estimate,
+            "model": self.profile.label,
+            "limit": self.profile.input_limit,
+        }
+        self._finish(Message.Status.ERROR, "input_too_long", params=params)
 
     def _fail(self, exc):
         code, detail = failures.classify(exc)
