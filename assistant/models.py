@@ -43,6 +43,21 @@ FALLBACK_DEFAULTS = {
 }
 
 
+# How a request to a model ended, as (name, (value, label)): the end states
+# of a chat reply (chat.models.Message.Status) and of every other request
+# (UsageRecord.EndState). They mirror assistant.streaming.ReplyStatus.
+END_STATES = [
+    ("STOP", ("stop", _("finished"))),
+    ("LENGTH_IN_REASONING", ("length_in_reasoning", _("cut off while thinking"))),
+    ("LENGTH_IN_ANSWER", ("length_in_answer", _("cut off in the answer"))),
+    ("NO_ANSWER", ("no_answer", _("thought but gave no answer"))),
+    ("STOPPED", ("stopped", _("stopped"))),
+    ("ERROR", ("error", _("error"))),
+    ("INCOMPLETE", ("incomplete", _("interrupted"))),
+    ("REASON_UNKNOWN", ("reason_unknown", _("ended for an unknown reason"))),
+]
+
+
 class ModelProfileQuerySet(models.QuerySet):
     def enabled(self):
         return self.filter(enabled=True)
@@ -209,17 +224,8 @@ class UsageRecord(models.Model):
         CONVERT = "convert", _("image to LaTeX")
         API = "api", _("API")
 
-    class EndState(models.TextChoices):
-        # The end states of chat.models.Message.Status, so that every feature
-        # reports its requests in the same terms.
-        STOP = "stop", _("finished")
-        LENGTH_IN_REASONING = "length_in_reasoning", _("cut off while thinking")
-        LENGTH_IN_ANSWER = "length_in_answer", _("cut off in the answer")
-        NO_ANSWER = "no_answer", _("thought but gave no answer")
-        STOPPED = "stopped", _("stopped")
-        ERROR = "error", _("error")
-        INCOMPLETE = "incomplete", _("interrupted")
-        REASON_UNKNOWN = "reason_unknown", _("ended for an unknown reason")
+    # The same terms as chat.models.Message.Status, for every feature.
+    EndState = models.TextChoices("EndState", END_STATES)
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,

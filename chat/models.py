@@ -6,6 +6,8 @@ from django.db import models
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 
+from assistant.models import END_STATES
+
 TITLE_MAX_CHARS = 60
 
 
@@ -75,19 +77,15 @@ class Message(models.Model):
         USER = "user", _("user")
         ASSISTANT = "assistant", _("assistant")
 
-    class Status(models.TextChoices):
-        # While it lives.
-        QUEUED = "queued", _("queued")
-        STREAMING = "streaming", _("streaming")
-        # How it ended. These mirror assistant.streaming.ReplyStatus.
-        STOP = "stop", _("finished")
-        LENGTH_IN_REASONING = "length_in_reasoning", _("cut off while thinking")
-        LENGTH_IN_ANSWER = "length_in_answer", _("cut off in the answer")
-        NO_ANSWER = "no_answer", _("thought but gave no answer")
-        STOPPED = "stopped", _("stopped")
-        ERROR = "error", _("error")
-        INCOMPLETE = "incomplete", _("interrupted")
-        REASON_UNKNOWN = "reason_unknown", _("ended for an unknown reason")
+    # While it lives, then how it ended (assistant.models.END_STATES).
+    Status = models.TextChoices(
+        "Status",
+        [
+            ("QUEUED", ("queued", _("queued"))),
+            ("STREAMING", ("streaming", _("streaming"))),
+            *END_STATES,
+        ],
+    )
 
     conversation = models.ForeignKey(
         Conversation, on_delete=models.CASCADE, related_name="messages"
