@@ -241,10 +241,11 @@ class PresetNameForm(forms.Form):
 
 
 def profile_for(conversation):
-    """The profile of the conversation's model, or None if it has none yet."""
+    """The profile of the conversation's model, made with defaults if new,
+    as the reply will make it; None before a model is chosen."""
     if not conversation.model:
         return None
-    return ModelProfile.objects.filter(name=conversation.model).first()
+    return ModelProfile.ensure(conversation.model)
 
 
 def first_error(form):
