@@ -137,17 +137,13 @@ def test_it_switches_thinking_off_through_the_chat_template(model_api, researche
     assert reply.reasoning == "" and "sky blue" in reply.content
 
 
-def test_it_asks_for_thinking_through_the_chat_template_when_on(
-    model_api, researcher
-):
+def test_it_asks_for_thinking_through_the_chat_template_when_on(model_api, researcher):
     set_switch("deepseek-r1-vllm", Switch.CHAT_TEMPLATE_KWARGS)
     conversation = make_conversation(researcher, model="deepseek-r1-vllm")
 
     reply = write_reply(conversation)
 
-    assert last_request(model_api)["chat_template_kwargs"] == {
-        "enable_thinking": True
-    }
+    assert last_request(model_api)["chat_template_kwargs"] == {"enable_thinking": True}
     assert "sky blue" in reply.reasoning
 
 
@@ -349,9 +345,7 @@ def test_nobody_can_change_another_users_conversation_settings(
     assert conversation.preset_prompt == ""
 
 
-def test_nobody_can_apply_another_users_preset(
-    client, model_api, researcher, outsider
-):
+def test_nobody_can_apply_another_users_preset(client, model_api, researcher, outsider):
     theirs = Preset.objects.create(user=researcher, name="secret", prompt="Secret.")
     conversation = make_conversation(outsider)
     client.force_login(outsider)
@@ -535,9 +529,7 @@ def test_import_of_a_file_without_settings_takes_the_defaults(researcher):
         "not an object",
     ],
 )
-def test_import_explains_settings_it_cannot_read_and_stores_nothing(
-    researcher, bad
-):
+def test_import_explains_settings_it_cannot_read_and_stores_nothing(researcher, bad):
     data = {
         "format": exports.FORMAT_NAME,
         "version": 1,
