@@ -191,6 +191,25 @@ def test_it_sends_no_switch_to_a_model_that_cannot_switch(model_api, researcher)
     assert "sky blue" in reply.reasoning
 
 
+@pytest.mark.parametrize(
+    "switch, thinking, params",
+    [
+        (Switch.NONE, False, {}),
+        (Switch.REASONING_EFFORT, True, {}),
+        (Switch.REASONING_EFFORT, False, {"extra_body": {"reasoning_effort": "none"}}),
+        (
+            Switch.CHAT_TEMPLATE_KWARGS,
+            False,
+            {"extra_body": {"chat_template_kwargs": {"enable_thinking": False}}},
+        ),
+    ],
+)
+def test_each_switch_sends_its_own_parameter(switch, thinking, params):
+    profile = ModelProfile(name="m", thinking_switch=switch)
+
+    assert profile.thinking_params(thinking) == params
+
+
 def test_the_simulator_refuses_what_the_servers_refuse(model_api):
     client = openai.OpenAI(base_url=model_api.url, api_key="x", max_retries=0)
     ask = {
