@@ -49,6 +49,11 @@ def conversation_settings(request, pk):
             message = _("That preset no longer exists.")
             return _answer(request, conversation, message, ok=False, status=404)
         values = presets.values_of(preset)
+        # A preset belongs to no model; its limit is kept within this one's.
+        profile = presets.profile_for(conversation)
+        limit = values["max_output_tokens"]
+        if profile is not None and limit and limit > profile.max_output_tokens:
+            values["max_output_tokens"] = profile.max_output_tokens
     else:
         form = presets.SettingsForm(
             request.POST, profile=presets.profile_for(conversation)

@@ -351,6 +351,19 @@ def test_it_applies_a_saved_preset_as_a_copy(client, model_api, researcher):
     assert conversation.temperature == 0.1
 
 
+def test_it_keeps_an_applied_presets_limit_within_the_models_cap(
+    client, model_api, researcher
+):
+    preset = Preset.objects.create(user=researcher, name="long", max_output_tokens=9000)
+    conversation = make_conversation(researcher, model="deepseek-v3")
+    client.force_login(researcher)
+
+    client.post(settings_url(conversation), {"preset": str(preset.pk)}, **JSON)
+
+    conversation.refresh_from_db()
+    assert conversation.max_output_tokens == 4096
+
+
 def test_nobody_can_change_another_users_conversation_settings(
     client, model_api, researcher, outsider
 ):
