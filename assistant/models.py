@@ -88,7 +88,7 @@ class ModelProfile(models.Model):
           block, so the reply starts in the answer). vLLM's own
           `reasoning_effort` takes only "low", "medium" or "high", so it
           cannot switch thinking off there. Fields vLLM does not know are
-          ignored with a warning in its log (since 0.6.5; older releases
+          ignored with a warning in its log (since late 2024; older releases
           answered 400 "extra_forbidden").
         - DeepSeek-R1 served by either always thinks; its profile stays on
           NONE and the switch is not offered.
