@@ -62,6 +62,10 @@ def test_a_preset_and_thinking_off_reach_the_next_reply(page, live_app, simulato
 
     thinking = page.locator("[data-settings-thinking]")
     assert thinking.is_visible()
+    # R1's profile cannot switch: the panel follows the composer's model.
+    page.select_option("[data-model-select]", "deepseek-r1")
+    assert thinking.is_hidden()
+    page.select_option("[data-model-select]", MODEL)
     thinking.uncheck()
     page.fill("[data-settings-temperature]", "0.4")
     page.evaluate("document.querySelector('[data-settings-status]').textContent = ''")
