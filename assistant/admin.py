@@ -13,6 +13,7 @@ class ModelProfileAdmin(admin.ModelAdmin):
         "is_reasoning",
         "starts_in_reasoning",
         "supports_vision",
+        "thinking_switch",
         "context_window",
         "input_limit",
         "max_output_tokens",

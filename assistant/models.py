@@ -73,6 +73,34 @@ class ModelProfile(models.Model):
     model id; administrators correct them in Django admin.
     """
 
+    class ThinkingSwitch(models.TextChoices):
+        """How a request turns the model's thinking on or off, if it can.
+
+        What the servers accept, from their sources and documentation:
+
+        - Ollama's /v1 takes `reasoning_effort` "high", "medium", "low" or
+          "none" (or `reasoning: {effort}`), maps "none" to its native
+          `think: false` and answers 400 "invalid reasoning value" for
+          anything else. The native /api/chat `think` field itself is not
+          reachable: this app speaks only the OpenAI-compatible /v1.
+        - vLLM passes `chat_template_kwargs` to the chat template; Qwen3's
+          template reads `enable_thinking` (false writes an empty think
+          block, so the reply starts in the answer). vLLM's own
+          `reasoning_effort` takes only "low", "medium" or "high", so it
+          cannot switch thinking off there. Fields vLLM does not know are
+          ignored with a warning in its log (since late 2024; older releases
+          answered 400 "extra_forbidden").
+        - DeepSeek-R1 served by either always thinks; its profile stays on
+          NONE and the switch is not offered.
+        """
+
+        NONE = "none", _("cannot be switched")
+        REASONING_EFFORT = "reasoning_effort", _("reasoning_effort (Ollama /v1)")
+        CHAT_TEMPLATE_KWARGS = (
+            "chat_template_kwargs",
+            _("chat_template_kwargs.enable_thinking (vLLM, Qwen3)"),
+        )
+
     name = models.CharField(_("model id"), max_length=200, unique=True)
     display_name = models.CharField(_("display name"), max_length=200, blank=True)
     enabled = models.BooleanField(_("offered to users"), default=True)
@@ -115,6 +143,17 @@ class ModelProfile(models.Model):
             "converter uses only such models."
         ),
     )
+    thinking_switch = models.CharField(
+        _("thinking switch"),
+        max_length=32,
+        choices=ThinkingSwitch.choices,
+        default=ThinkingSwitch.NONE,
+        help_text=_(
+            "How a conversation's thinking on/off setting reaches the server. "
+            "Leave it at cannot be switched unless the server and model honour "
+            "the parameter; otherwise the switch is hidden from users."
+        ),
+    )
     sort_order = models.IntegerField(_("sort order"), default=100)
     created = models.DateTimeField(auto_now_add=True)
 
@@ -131,6 +170,24 @@ class ModelProfile(models.Model):
     @property
     def label(self):
         return self.display_name or self.name
+
+    @property
+    def can_switch_thinking(self):
+        return self.thinking_switch != self.ThinkingSwitch.NONE
+
+    def thinking_params(self, thinking):
+        """Request fields that turn thinking on or off, for the SDK's create().
+
+        Thinking on sends nothing where the server thinks by default, so a
+        model keeps its own default effort. Non-standard fields go in
+        `extra_body`, which the openai SDK merges into the JSON body.
+        """
+        if self.thinking_switch == self.ThinkingSwitch.REASONING_EFFORT:
+            return {} if thinking else {"extra_body": {"reasoning_effort": "none"}}
+        if self.thinking_switch == self.ThinkingSwitch.CHAT_TEMPLATE_KWARGS:
+            kwargs = {"enable_thinking": bool(thinking)}
+            return {"extra_body": {"chat_template_kwargs": kwargs}}
+        return {}
 
     def admission_cost(self, prompt_tokens):
         """Units of the model's concurrency a request of this size takes.

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from assistant.eventlog import get_event_log
 from assistant.models import ModelProfile
-from chat import attachments
+from chat import attachments, presets
 from chat.models import Conversation, Message, SharedLink, new_stream_key
 from chat.prompt import larger_limit
 
@@ -24,9 +24,12 @@ STOP_KEY_TTL = 3600
 UNDO_WINDOW = datetime.timedelta(days=1)
 
 
-def start_conversation(user, model, first_text):
+def start_conversation(user, model, first_text, preset=None):
+    """A new conversation, with the settings of `preset` if one was chosen."""
     conversation = Conversation(user=user, model=model)
     conversation.title = conversation.title_from(first_text)
+    if preset is not None:
+        presets.apply_settings(conversation, presets.values_of(preset))
     conversation.save()
     return conversation
 

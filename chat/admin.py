@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from chat.models import Conversation, Message
+from chat.models import Conversation, Message, Preset
 
 
 class MessageInline(admin.TabularInline):
@@ -39,3 +39,10 @@ class MessageAdmin(admin.ModelAdmin):
     list_filter = ["role", "status", "model", "error_code"]
     raw_id_fields = ["conversation"]
     readonly_fields = ["stream_key", "last_seq", "created", "started_at"]
+
+
+@admin.register(Preset)
+class PresetAdmin(admin.ModelAdmin):
+    list_display = ["name", "user", "temperature", "max_output_tokens", "thinking"]
+    search_fields = ["name", "user__username"]
+    raw_id_fields = ["user"]

@@ -15,7 +15,7 @@ from django.db.models import Q
 
 from assistant.eventlog import get_event_log
 from assistant.signals import session_group
-from chat import actions
+from chat import actions, presets
 from chat.models import Conversation, Message
 from chat.views import message_data, offered_model_names
 
@@ -107,8 +107,16 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 await self._refuse("not_found")
                 return
         else:
+            preset = None
+            if content.get("preset"):
+                preset = await database_sync_to_async(presets.find_preset)(
+                    self.user, content["preset"]
+                )
+                if preset is None:
+                    await self._refuse("unknown_preset")
+                    return
             conversation = await database_sync_to_async(actions.start_conversation)(
-                self.user, model, text
+                self.user, model, text, preset
             )
 
         # Join before the reply is queued, so its first event cannot be missed.

@@ -18,7 +18,13 @@ from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from chat.models import Conversation, Message
+from chat.models import (
+    MAX_TEMPERATURE,
+    MIN_TEMPERATURE,
+    PRESET_PROMPT_MAX_CHARS,
+    Conversation,
+    Message,
+)
 
 FORMAT_NAME = "research-assistant.conversation"
 FORMAT_VERSION = 1
@@ -72,6 +78,7 @@ def conversation_markdown(conversation, include_reasoning=True):
         _("Exported on %(date)s. Model: %(model)s.")
         % {"date": _local(timezone.now()), "model": conversation.model or "-"}
     )
+    lines += _settings_markdown(conversation)
     for message in conversation.messages.all():
         lines += ["", "---", ""]
         if message.role == Message.Role.USER:
@@ -94,6 +101,27 @@ def conversation_markdown(conversation, include_reasoning=True):
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _settings_markdown(conversation):
+    """The conversation's settings, when it has any besides the defaults."""
+    lines = []
+    params = []
+    if conversation.temperature is not None:
+        params.append(_("temperature %(value)s") % {"value": conversation.temperature})
+    if conversation.max_output_tokens:
+        params.append(
+            _("output limit %(tokens)s tokens")
+            % {"tokens": conversation.max_output_tokens}
+        )
+    if not conversation.thinking:
+        params.append(_("thinking off"))
+    if params:
+        lines += ["", _("Settings: %(settings)s.") % {"settings": ", ".join(params)}]
+    if conversation.preset_prompt:
+        quoted = [f"> {line}" for line in conversation.preset_prompt.splitlines()]
+        lines += ["", f"**{_('Instructions')}**", "", *quoted]
+    return lines
+
+
 def conversation_data(conversation):
     return {
         "format": FORMAT_NAME,
@@ -101,6 +129,13 @@ def conversation_data(conversation):
         "title": conversation.title,
         "model": conversation.model,
         "pinned": conversation.pinned,
+        # Added within version 1: a file without it imports with defaults.
+        "settings": {
+            "prompt": conversation.preset_prompt,
+            "temperature": conversation.temperature,
+            "max_output_tokens": conversation.max_output_tokens,
+            "thinking": conversation.thinking,
+        },
         "created": conversation.created.isoformat(),
         "updated": conversation.updated.isoformat(),
         "messages": [
@@ -158,6 +193,7 @@ def import_conversations(user, items):
             title_is_auto=False,
             model=item["model"],
             pinned=item["pinned"],
+            **item["settings"],
         )
         messages = Message.objects.bulk_create(
             Message(conversation=conversation, **fields)
@@ -233,9 +269,47 @@ def _parse_conversation(data, name):
         "title": _text(data.get("title"), 200),
         "model": _text(data.get("model"), 200),
         "pinned": data.get("pinned") is True,
+        "settings": _parse_settings(data.get("settings"), name),
         "created": _when(data.get("created")),
         "updated": _when(data.get("updated")),
         "messages": [_parse_message(m, name) for m in raw_messages],
+    }
+
+
+def _parse_settings(data, name):
+    """A conversation's settings from a file: Conversation fields, checked."""
+    if data is None:
+        data = {}
+    invalid = ImportProblem(
+        gettext_lazy("%(name)s has settings this app cannot read.") % {"name": name}
+    )
+    if not isinstance(data, dict):
+        raise invalid
+
+    prompt = data.get("prompt") or ""
+    temperature = data.get("temperature")
+    limit = data.get("max_output_tokens")
+    thinking = data.get("thinking", True)
+    if not isinstance(prompt, str) or not isinstance(thinking, bool):
+        raise invalid
+    if temperature is not None and (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, int | float)
+        or not MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE
+    ):
+        raise invalid
+    if limit is not None and (
+        isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+    ):
+        raise invalid
+    # The output limit is checked against the model's cap when a reply is
+    # written, since this app's cap for the model may differ from the one
+    # the file was exported under.
+    return {
+        "preset_prompt": prompt[:PRESET_PROMPT_MAX_CHARS],
+        "temperature": float(temperature) if temperature is not None else None,
+        "max_output_tokens": limit,
+        "thinking": thinking,
     }
 
 

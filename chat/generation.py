@@ -29,6 +29,7 @@ from assistant.streaming import (
     iter_sse,
 )
 from chat.models import Conversation, Message
+from chat.presets import request_params, requested_output_limit, thinking_enabled
 from chat.prompt import (
     build_messages,
     can_extend,
@@ -63,6 +64,7 @@ class ReplyWriter:
         self.rendered_chars = -1
         self.render_interval = settings.STREAM_RENDER_INTERVAL
         self.stopped = False
+        self.thinking = True
 
     def run(self):
         self.publisher = ReplyPublisher(self.reply)
@@ -79,9 +81,12 @@ class ReplyWriter:
             return
 
         self.profile = ModelProfile.ensure(self.reply.model)
+        self.thinking = thinking_enabled(self.reply.conversation, self.profile)
+        # With thinking off the template writes no opening think tag (Qwen3
+        # writes an empty block), so the stream starts in the answer.
         self.parser = ReplyParser(
-            starts_in_reasoning=self.profile.starts_in_reasoning,
-            reasoning_model=self.profile.is_reasoning,
+            starts_in_reasoning=self.profile.starts_in_reasoning and self.thinking,
+            reasoning_model=self.profile.is_reasoning and self.thinking,
         )
         messages = self._prompt()
         if self.reply.prompt_estimate > self.profile.input_limit:
@@ -106,9 +111,12 @@ class ReplyWriter:
         the requests queued behind it would only be refused as well.
         """
         refusals = 0
+        params = request_params(self.reply.conversation, self.profile)
         while True:
             try:
-                with open_chat_stream(self.reply.model, messages, max_tokens) as stream:
+                with open_chat_stream(
+                    self.reply.model, messages, max_tokens, **params
+                ) as stream:
                     with StreamGuard(self.reply.stop_key, stream) as guard:
                         self._read(stream, guard)
                 return
@@ -165,10 +173,14 @@ class ReplyWriter:
     def _output_limit(self):
         reply = self.reply
         reply.max_tokens = output_budget(
-            self.profile, reply.prompt_estimate, reply.max_tokens_override
+            self.profile,
+            reply.prompt_estimate,
+            reply.max_tokens_override,
+            requested=requested_output_limit(reply.conversation, self.profile),
         )
         if (
             self.profile.is_reasoning
+            and self.thinking
             and reply.max_tokens < settings.REASONING_MIN_OUTPUT_TOKENS
         ):
             # R1 may spend all of it thinking; the reader is told why an

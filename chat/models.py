@@ -9,6 +9,13 @@ from django.utils.translation import gettext_lazy as _
 from assistant.models import END_STATES
 
 TITLE_MAX_CHARS = 60
+# Bounds of a conversation's settings. Temperature as the OpenAI API takes
+# it; a preset's text is added to every request, so it is kept short enough
+# not to crowd the context.
+MIN_TEMPERATURE = 0.0
+MAX_TEMPERATURE = 2.0
+PRESET_PROMPT_MAX_CHARS = 4000
+PRESET_NAME_MAX_CHARS = 80
 
 
 def new_stream_key():
@@ -36,6 +43,15 @@ class Conversation(models.Model):
     title_is_auto = models.BooleanField(default=True)
     model = models.CharField(_("model"), max_length=200, blank=True)
     pinned = models.BooleanField(_("pinned"), default=False)
+    # The conversation's settings (see chat.presets): text added to the
+    # deployment's system prompt, and model parameters. Empty or None means
+    # the server's or the model profile's default.
+    preset_prompt = models.TextField(_("instructions"), blank=True)
+    temperature = models.FloatField(_("temperature"), null=True, blank=True)
+    max_output_tokens = models.PositiveIntegerField(
+        _("output limit (tokens)"), null=True, blank=True
+    )
+    thinking = models.BooleanField(_("thinking"), default=True)
     # Set when the user deletes the conversation; it is hidden at once and
     # purged for good once the undo window has passed (see chat.actions).
     deleted_at = models.DateTimeField(null=True, blank=True)
@@ -70,6 +86,41 @@ class Conversation(models.Model):
         if len(words) > TITLE_MAX_CHARS:
             words = words[: TITLE_MAX_CHARS - 1].rstrip() + "…"
         return words
+
+
+class Preset(models.Model):
+    """A user's named settings, to apply to a conversation or start one with.
+
+    Applying copies the values: a later change to the preset leaves the
+    conversations that used it as they were.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="chat_presets",
+    )
+    name = models.CharField(_("name"), max_length=PRESET_NAME_MAX_CHARS)
+    prompt = models.TextField(_("instructions"), blank=True)
+    temperature = models.FloatField(_("temperature"), null=True, blank=True)
+    max_output_tokens = models.PositiveIntegerField(
+        _("output limit (tokens)"), null=True, blank=True
+    )
+    thinking = models.BooleanField(_("thinking"), default=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "name"], name="chat_preset_unique_name"
+            )
+        ]
+        verbose_name = _("preset")
+        verbose_name_plural = _("presets")
+
+    def __str__(self):
+        return self.name
 
 
 class Message(models.Model):

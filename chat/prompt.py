@@ -9,10 +9,9 @@ template misbehaves on two user turns in a row.
 import math
 import unicodedata
 
-from django.conf import settings
-
 from chat.attachments import prompt_text
 from chat.models import Message
+from chat.presets import leading_system_prompt
 
 # Tokens the chat template adds around each message, and a margin kept free
 # so that a slightly low estimate does not overflow the context.
@@ -21,10 +20,13 @@ SAFETY_MARGIN = 64
 
 
 def build_messages(conversation, reply, system_prompt=None):
-    """The prompt for `reply`: every turn before it, alternating, answers only."""
-    system_prompt = (
-        system_prompt if system_prompt is not None else settings.CHAT_SYSTEM_PROMPT
-    )
+    """The prompt for `reply`: every turn before it, alternating, answers only.
+
+    The system message is the deployment's CHAT_SYSTEM_PROMPT followed by the
+    conversation's own instructions, unless `system_prompt` replaces both.
+    """
+    if system_prompt is None:
+        system_prompt = leading_system_prompt(conversation)
     earlier = conversation.messages.filter(pk__lt=reply.pk).order_by("created", "id")
 
     turns = []
@@ -118,17 +120,20 @@ def context_room(profile, prompt_tokens):
     return max(0, profile.context_window - prompt_tokens - SAFETY_MARGIN)
 
 
-def output_budget(profile, prompt_tokens, override=None):
+def output_budget(profile, prompt_tokens, override=None, requested=None):
     """max_tokens for a reply: never the whole context.
 
-    The configured cap, or less when the context leaves less. A retry "with
-    a larger limit" may ask for more than the cap, up to what the context
-    leaves.
+    The configured cap, or the conversation's own limit (`requested`, at most
+    the cap), or less when the context leaves less. A retry "with a larger
+    limit" may ask for more than either, up to what the context leaves.
     """
     room = context_room(profile, prompt_tokens)
     if override:
         return min(override, room)
-    return min(profile.max_output_tokens, room)
+    cap = profile.max_output_tokens
+    if requested:
+        cap = min(requested, cap)
+    return min(cap, room)
 
 
 def can_extend(reply, profile):

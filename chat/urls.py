@@ -1,6 +1,6 @@
 from django.urls import path
 
-from chat import views
+from chat import preset_views, views
 
 urlpatterns = [
     path("", views.home, name="chat-home"),
@@ -33,4 +33,21 @@ urlpatterns = [
     ),
     path("search/", views.search_view, name="chat-search"),
     path("attachments/", views.attach, name="chat-attach"),
+    path(
+        "c/<int:pk>/settings/",
+        preset_views.conversation_settings,
+        name="chat-settings",
+    ),
+    path("presets/", preset_views.preset_list, name="chat-presets"),
+    path("presets/new/", preset_views.preset_create, name="chat-preset-create"),
+    path(
+        "presets/<int:pk>/rename/",
+        preset_views.preset_rename,
+        name="chat-preset-rename",
+    ),
+    path(
+        "presets/<int:pk>/delete/",
+        preset_views.preset_delete,
+        name="chat-preset-delete",
+    ),
 ]

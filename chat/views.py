@@ -18,7 +18,7 @@ from django.views.decorators.http import require_POST
 from assistant import failures
 from assistant.catalog import offered_models
 from assistant.models import ModelProfile
-from chat import actions, attachments, exports, search
+from chat import actions, attachments, exports, presets, search
 from chat.models import Conversation, Message, SharedLink
 from chat.prompt import can_extend
 from chat.rendering import render_markdown
@@ -58,6 +58,7 @@ def _room(request, conversation):
             for m in conversation.messages.prefetch_related("attachments")
         ]
 
+    preset_choices = presets.presets_for(request.user)
     context = {
         "conversation": conversation,
         "shared_link": _active_share(request, conversation),
@@ -67,6 +68,7 @@ def _room(request, conversation):
         ),
         "models": models,
         "selected_model": _selected_model(conversation, models),
+        "presets": preset_choices,
         "page_data": {
             "conversationId": conversation.pk if conversation else None,
             "messages": messages,
@@ -75,9 +77,22 @@ def _room(request, conversation):
             "csrfToken": get_token(request),
             "serverDetailCodes": sorted(failures.SERVER_DETAIL_CODES),
             "strings": _ui_strings(),
+            "presets": preset_choices,
+            "modelSettings": _model_settings(models),
         },
     }
     return render(request, "chat/room.html", context)
+
+
+def _model_settings(models):
+    """What the settings panel needs to know of each model offered."""
+    return {
+        profile.name: {
+            "outputCap": profile.max_output_tokens,
+            "canSwitchThinking": profile.can_switch_thinking,
+        }
+        for profile in models
+    }
 
 
 def _active_share(request, conversation):
@@ -226,14 +241,17 @@ def _ui_strings():
         ),
         "refused.empty": _("Type a message first."),
         "refused.busy": _(
-            "Wait for the reply to finish, or stop it, before sending the next "
-            "message."
+            "Wait for the reply to finish, or stop it, before sending the next message."
         ),
         "refused.too_long": _(
             "Your message has %(size)s characters; the limit is %(limit)s. "
             "Shorten it or split it into parts."
         ),
         "refused.unknown_model": _("That model is not available. Choose another."),
+        "refused.unknown_preset": _(
+            "That preset no longer exists. Choose another, or none."
+        ),
+        "settings.outputCap": _("At most %(cap)s for this model; empty for %(cap)s."),
         "refused.not_found": _("That conversation or message no longer exists."),
         "refused.bad_request": _(
             "The page sent something the server did not understand."

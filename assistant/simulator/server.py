@@ -58,6 +58,15 @@ The directive wins over the body field, which wins over the server config.
             chunk was written and flushed (streamed replies only; the last
             1000 tags are kept), so a benchmark can time what comes after
 
+Thinking is switched as real servers switch it: `reasoning_effort: "none"`
+(Ollama's /v1) or `chat_template_kwargs: {"enable_thinking": false}` (vLLM
+with a Qwen3 template) sends the answer alone, with no reasoning and no
+think tags, in every format. Every model honours both here, where a real
+R1 thinks regardless. reasoning_effort other than "high", "medium", "low" or
+"none" is refused with 400, as Ollama refuses it; a temperature outside 0-2
+with 400, as OpenAI's API does. Fields the simulator does not know are
+ignored with a warning in its log, as vLLM ignores them.
+
 Token counts are rough: each chunk is one completion token, and the prompt is
 estimated from the message lengths (replies.estimate_tokens). max_tokens, or
 max_completion_tokens, cuts the reply after that many chunks with
@@ -192,6 +201,8 @@ class ChatRequest:
     prompt_tokens: int
     # Set for requests with images: the whole answer, instead of an echo.
     answer: str | None = None
+    # False when the request switched thinking off.
+    thinking: bool = True
 
 
 @dataclass(frozen=True)
@@ -420,6 +431,68 @@ def _read_max_tokens(body):
     return None
 
 
+REASONING_EFFORTS = ("high", "medium", "low", "none")
+KNOWN_FIELDS = {
+    "model",
+    "messages",
+    "stream",
+    "stream_options",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "n",
+    "stop",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "reasoning_effort",
+    "chat_template_kwargs",
+    "simulator",
+}
+
+
+def _read_thinking(body):
+    """Whether the request leaves thinking on, checked as the servers check it."""
+    thinking = True
+    effort = body.get("reasoning_effort")
+    if effort is not None:
+        if effort not in REASONING_EFFORTS:
+            raise RequestError(
+                400,
+                f"invalid reasoning value: {effort!r} (must be "
+                '"high", "medium", "low", or "none")',
+            )
+        thinking = effort != "none"
+
+    template_kwargs = body.get("chat_template_kwargs")
+    if template_kwargs is not None:
+        if not isinstance(template_kwargs, dict):
+            raise RequestError(400, "chat_template_kwargs must be an object")
+        if template_kwargs.get("enable_thinking") is False:
+            thinking = False
+    return thinking
+
+
+def _check_temperature(body):
+    value = body.get("temperature")
+    if value is None:
+        return
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    # The negated comparison also rejects NaN.
+    if not is_number or not 0 <= value <= 2:
+        raise RequestError(400, "temperature must be a number from 0 to 2")
+
+
+def _warn_ignored_fields(body):
+    ignored = sorted(set(body) - KNOWN_FIELDS)
+    if ignored:
+        logger.warning(
+            "The following fields were present in the request but ignored: %s",
+            ignored,
+        )
+
+
 def _last_user_text(messages):
     for message in reversed(messages):
         if message.get("role") == "user":
@@ -446,6 +519,9 @@ def parse_chat_request(body, config):
     body_settings = body.get("simulator") or {}
     if not isinstance(body_settings, dict):
         raise RequestError(400, "simulator must be an object of settings")
+    thinking = _read_thinking(body)
+    _check_temperature(body)
+    _warn_ignored_fields(body)
 
     directive_settings, question = read_directives(_last_user_text(messages))
     defaults = ReplySettings(
@@ -483,6 +559,7 @@ def parse_chat_request(body, config):
         question=question,
         prompt_tokens=estimate_prompt_tokens(messages),
         answer=image_answer,
+        thinking=thinking,
     )
 
 
@@ -506,7 +583,9 @@ def build_reply(chat):
     if answer is None:
         answer = replies.build_answer(chat.question, settings.words)
 
-    if settings.format in FIELD_FORMATS:
+    if not chat.thinking:
+        thinking = []
+    elif settings.format in FIELD_FORMATS:
         thinking = _split(settings.format, reasoning, True, settings.chunk)
     elif settings.format == "tags":
         tagged = f"<think>\n{reasoning}\n</think>\n\n"

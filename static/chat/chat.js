@@ -32,7 +32,8 @@
     banner: document.querySelector("[data-connection-banner]"),
     list: document.querySelector("[data-conversation-list]"),
     attachInput: document.querySelector("[data-attach-input]"),
-    chips: document.querySelector("[data-attachment-chips]")
+    chips: document.querySelector("[data-attachment-chips]"),
+    newChatPreset: document.querySelector("[data-new-chat-preset]")
   };
 
   var state = {
@@ -525,6 +526,13 @@
     toolbar.querySelectorAll("input[name=next]").forEach(function (input) {
       input.value = input.value.replace(from, to);
     });
+    toolbar.querySelectorAll("input[name=conversation]").forEach(function (input) {
+      input.value = String(conversation.id);
+    });
+    if (els.newChatPreset) els.newChatPreset.closest("label").hidden = true;
+    document.dispatchEvent(new CustomEvent("chat:conversation-started", {
+      detail: { preset: els.newChatPreset ? els.newChatPreset.value : "" }
+    }));
     toolbar.querySelector("[data-rename-input]").value = conversation.title;
     toolbar.hidden = false;
   }
@@ -580,6 +588,9 @@
       text: text,
       model: els.model.value,
       attachment_ids: state.attachments.map(function (a) { return a.id; }),
+      // Only a new conversation starts from a preset; later ones are
+      // applied in the conversation's settings (static/chat/settings.js).
+      preset: !state.conversationId && els.newChatPreset ? els.newChatPreset.value : "",
       client_token: state.pendingToken
     });
   }
