@@ -1,0 +1,67 @@
+"""The simulator's reading mode: answers made from the paper passages in the
+prompt, as the paper-reading feature sends them (academic.reading).
+
+A request whose messages hold a <paper> block is answered from it: one
+bullet per passage, its first sentence and its reference, so that a test
+sees exactly which passages reached the model and that their references
+come back. A prompt that asks for headings ("## Problem" ...) gets each
+heading with the bullets shared out under them. A <paper> block with no
+passage gets the answer a careful model gives: the paper does not say.
+"""
+
+import re
+
+PAPER = re.compile(r"<paper\b[^>]*>(?P<body>.*?)</paper>", re.DOTALL)
+PASSAGE = re.compile(
+    r'<passage ref="(?P<ref>[^"]*)"[^>]*>\n?(?P<text>.*?)\n?</passage>', re.DOTALL
+)
+HEADING = re.compile(r"^## .+$", re.MULTILINE)
+SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s")
+REF = re.compile(r"\[(?:pp?\.\s*\d+|§[^\[\]\n]+)\]")
+UNANSWERED = "The paper does not answer this question: no passage of it says so."
+FIRST_WORDS = 25
+
+
+def reply_for(messages):
+    """The reading-mode answer to `messages`, or None for any other request."""
+    text = "\n".join(_content(message) for message in messages)
+    paper = PAPER.search(text)
+    if paper is None:
+        return None
+
+    passages = list(PASSAGE.finditer(paper["body"]))
+    if not passages:
+        return UNANSWERED
+    bullets = [_bullet(match["ref"], match["text"]) for match in passages]
+    headings = HEADING.findall(text)
+    if not headings:
+        return "\n".join(bullets)
+    return _under_headings(headings, bullets)
+
+
+def _content(message):
+    content = message.get("content")
+    return content if isinstance(content, str) else ""
+
+
+def _bullet(ref, text):
+    first = SENTENCE_END.split(" ".join(text.split()), maxsplit=1)[0]
+    first = first.lstrip("-* ")
+    words = first.split()
+    if len(words) > FIRST_WORDS:
+        first = " ".join(words[:FIRST_WORDS]) + " …"
+    # Notes already carry their references; a passage of the paper gets its own.
+    if REF.search(first):
+        return f"- {first}"
+    return f"- {first} [{ref}]"
+
+
+def _under_headings(headings, bullets):
+    sections = {heading: [] for heading in headings}
+    for index, bullet in enumerate(bullets):
+        sections[headings[index % len(headings)]].append(bullet)
+    parts = []
+    for heading, under in sections.items():
+        parts.append(heading)
+        parts.append("\n".join(under or [bullets[0]]))
+    return "\n\n".join(parts)
