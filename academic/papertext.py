@@ -23,6 +23,8 @@ LATEX_HEADING = re.compile(
 )
 LATEX_COMMENT = re.compile(r"(?<!\\)%[^\n]*")
 LATEX_TITLE = re.compile(r"\\title\s*(?:\[[^\]]*\])?\s*\{")
+# Title-page commands that pylatexenc would turn into "[NO \title GIVEN]".
+TITLE_PAGE = re.compile(r"\\(?:maketitle|tableofcontents)\b")
 LATEX_INPUT = re.compile(r"\\(?:input|include)\s*\{([^}]+)\}")
 DOCUMENT_BODY = re.compile(
     r"\\begin\{document\}(?P<body>.*?)(?:\\end\{document\}|$)", re.S
@@ -32,7 +34,7 @@ MARKDOWN_HEADING = re.compile(r"^#{1,4}\s+(?P<title>.+?)\s*#*\s*$")
 
 def latex_sections(source):
     """(title, [Section], [names of \\input files]) of a LaTeX source."""
-    source = LATEX_COMMENT.sub("", source)
+    source = TITLE_PAGE.sub("", LATEX_COMMENT.sub("", source))
     inputs = LATEX_INPUT.findall(source)
     title = _latex_title(source)
     match = DOCUMENT_BODY.search(source)

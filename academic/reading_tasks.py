@@ -55,7 +55,7 @@ def _read_part(part):
     paper = part.paper
     PaperPart.objects.filter(pk=part.pk).update(status=PaperPart.Status.RUNNING)
     try:
-        completion = _ask(paper, reading.part_messages(part), "paper_read")
+        completion = _ask(paper, reading.part_messages(part), "paper")
     except Cancelled:
         _fail_part(part, "cancelled")
         return
@@ -154,12 +154,12 @@ def _summarise(paper, passages):
         )
         passages = [_condense(paper, group) for group in groups]
 
-    completion = _ask(paper, reading.reduce_messages(paper, passages), "paper_summary")
+    completion = _ask(paper, reading.reduce_messages(paper, passages), "paper")
     return completion.answer.strip()
 
 
 def _condense(paper, group):
-    completion = _ask(paper, reading.combine_messages(paper, group), "paper_summary")
+    completion = _ask(paper, reading.combine_messages(paper, group), "paper")
     refs = "; ".join(dict.fromkeys(reading.REF_IN_TEXT.findall(completion.answer)))
     return reading.passage(refs or "notes", completion.answer.strip())
 

@@ -46,14 +46,16 @@ def _content(message):
 
 def _bullet(ref, text):
     first = SENTENCE_END.split(" ".join(text.split()), maxsplit=1)[0]
-    first = first.lstrip("-* ")
+    first = REF.sub("", first).lstrip("-* ").strip()
     words = first.split()
     if len(words) > FIRST_WORDS:
         first = " ".join(words[:FIRST_WORDS]) + " …"
-    # Notes already carry their references; a passage of the paper gets its own.
-    if REF.search(first):
-        return f"- {first}"
-    return f"- {first} [{ref}]"
+    # Notes already carry their references, all of which are kept; a
+    # passage of the paper gets its own, one bracket for each.
+    refs = list(dict.fromkeys(REF.findall(text)))
+    if not refs:
+        refs = [f"[{one.strip()}]" for one in ref.split(";") if one.strip()]
+    return f"- {first} {' '.join(refs)}"
 
 
 def _under_headings(headings, bullets):
