@@ -112,11 +112,6 @@ PART_FAILURES = {
 # ---------------------------------------------------------------------------
 
 
-REF_IN_TEXT = re.compile(
-    r"\[((?:pp?\.\s*\d+(?:\s*[-–]\s*\d+)?)|(?:§\s*[^\[\]\n]{1,80}))\]"
-)
-
-
 def section_label(section):
     """How references name a section: its title, or its number."""
     return section.title or str(section.number)

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from academic import reading
 from academic.models import Paper, PaperPart
+from academic.refs import REF_IN_TEXT
 from assistant import failures
 from assistant.admission import BATCH, Cancelled
 from assistant.completion import CompletionFailure, complete
@@ -160,7 +161,7 @@ def _summarise(paper, passages):
 
 def _condense(paper, group):
     completion = _ask(paper, reading.combine_messages(paper, group), "paper")
-    refs = "; ".join(dict.fromkeys(reading.REF_IN_TEXT.findall(completion.answer)))
+    refs = "; ".join(dict.fromkeys(REF_IN_TEXT.findall(completion.answer)))
     return reading.passage(refs or "notes", completion.answer.strip())
 
 

@@ -14,6 +14,9 @@ from bleach.html5lib_shim import Filter
 
 from chat import rendering
 
+REF_IN_TEXT = re.compile(
+    r"\[((?:pp?\.\s*\d+(?:\s*[-–]\s*\d+)?)|(?:§\s*[^\[\]\n]{1,80}))\]"
+)
 PAGE_REF = re.compile(r"pp?\.\s*(\d+)")
 SECTION_REF = re.compile(r"§\s*(.+)")
 SKIPPED_TAGS = frozenset({"code", "pre", "a"})
@@ -91,8 +94,6 @@ class _RefLinks(Filter):
             yield token
 
     def _link(self, text):
-        from academic.reading import REF_IN_TEXT
-
         position = 0
         for match in REF_IN_TEXT.finditer(text):
             anchor = self.resolver.anchor(match[1])

@@ -45,14 +45,18 @@ def _content(message):
 
 
 def _bullet(ref, text):
-    first = SENTENCE_END.split(" ".join(text.split()), maxsplit=1)[0]
-    first = REF.sub("", first).lstrip("-* ").strip()
+    refs = list(dict.fromkeys(REF.findall(text)))
+    if refs:
+        # Notes: one statement a line. The references go first, as "p."
+        # would otherwise end a sentence.
+        text = next(line for line in text.splitlines() if REF.search(line))
+    plain = " ".join(REF.sub("", text).split())
+    first = SENTENCE_END.split(plain, maxsplit=1)[0].lstrip("-* ").strip()
     words = first.split()
     if len(words) > FIRST_WORDS:
         first = " ".join(words[:FIRST_WORDS]) + " …"
-    # Notes already carry their references, all of which are kept; a
-    # passage of the paper gets its own, one bracket for each.
-    refs = list(dict.fromkeys(REF.findall(text)))
+    # Notes keep every reference they carry; a passage of the paper gets
+    # its own, one bracket for each.
     if not refs:
         refs = [f"[{one.strip()}]" for one in ref.split(";") if one.strip()]
     return f"- {first} {' '.join(refs)}"

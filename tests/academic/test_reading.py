@@ -242,7 +242,7 @@ def test_it_refuses_an_outsider(client, researcher, model_api):
     assert paper.conversation is None and paper.status == Paper.Status.READING
 
 
-def test_cancel_ends_queued_parts(client, researcher, model_api):
+def test_it_cancels_the_queued_parts(client, researcher, model_api):
     client.post(
         reverse("academic-reading"),
         {"text": "Abstract\nSome text.\n\n1 Method\nMore.", "model": "deepseek-v3"},
