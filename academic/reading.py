@@ -137,6 +137,9 @@ def passage(ref, text, section_title=""):
     # The paper's own text must not be able to close the tag early.
     body = text.replace("</passage", "</ passage")
     title = html.escape(section_title, quote=True)
+    # A section title in the ref is copied back by the model as written, so
+    # it is not escaped; only a quote, which would end the attribute, goes.
+    ref = ref.replace('"', "'")
     return f'<passage ref="{ref}" section="{title}">\n{body}\n</passage>'
 
 

@@ -4,6 +4,10 @@ Each part is one task, queued at batch priority through the same admission,
 quotas and metering as every model request (assistant.completion), so a long
 paper takes turns with colleagues' chats. The worker that finishes the last
 part claims the paper and writes the summary in the same task.
+
+A part whose worker died while reading it stays "reading", and so does its
+paper: nothing queues it again. Cancel ends such a paper; the reader then
+uploads it again.
 """
 
 import logging
