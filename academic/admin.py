@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from academic.models import Conversion, PolishChunk, PolishFile, PolishJob
+from academic.models import Conversion, Paper, PolishChunk, PolishFile, PolishJob
 
 
 @admin.register(Conversion)
@@ -47,3 +47,13 @@ class PolishJobAdmin(admin.ModelAdmin):
     readonly_fields = ["owner", "task", "preset", "model", "file_name", "status"]
     exclude = ["archive", "cache_key", "is_project"]
     inlines = [PolishFileInline, PolishChunkInline]
+
+
+@admin.register(Paper)
+class PaperAdmin(admin.ModelAdmin):
+    list_display = ["pk", "owner", "title", "source_kind", "status", "model", "created"]
+    list_filter = ["status", "source_kind", "model"]
+    list_select_related = ["owner"]
+    search_fields = ["owner__username", "title", "file_name"]
+    raw_id_fields = ["owner", "conversation"]
+    readonly_fields = ["created", "finished_at"]

@@ -532,3 +532,162 @@ class ChangeDecision(models.Model):
 
     def __str__(self):
         return f"{self.chunk}#{self.change_index}={self.accepted}"
+
+
+# ---------------------------------------------------------------------------
+# Paper reading: a paper's extracted sections, the parts read one request at
+# a time, and the summary made from their notes (academic.reading).
+# ---------------------------------------------------------------------------
+
+PAPER_STOP_KEY_PREFIX = "academic:paper-stop:"
+
+
+class Paper(models.Model):
+    class SourceKind(models.TextChoices):
+        PDF = "pdf", _("PDF")
+        LATEX = "latex", _("LaTeX source")
+        TEXT = "text", _("Pasted text")
+
+    class Status(models.TextChoices):
+        READING = "reading", _("reading the parts")
+        SUMMARISING = "summarising", _("writing the summary")
+        DONE = "done", _("done")
+        FAILED = "failed", _("failed")
+        CANCELLED = "cancelled", _("cancelled")
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="papers",
+        verbose_name=_("owner"),
+    )
+    title = models.CharField(_("title"), max_length=200, blank=True)
+    file_name = models.CharField(_("file name"), max_length=255, blank=True)
+    source_kind = models.CharField(
+        _("source"), max_length=16, choices=SourceKind.choices
+    )
+    model = models.CharField(_("model"), max_length=200)
+    # The reader's language when they uploaded it: the summary's language.
+    language = models.CharField(max_length=16, default="zh-hans")
+    status = models.CharField(
+        _("status"), max_length=16, choices=Status.choices, default=Status.READING
+    )
+    # Files a LaTeX source \inputs, which a single upload does not hold.
+    missing_inputs = models.JSONField(default=list, blank=True)
+    # The model's structured summary, glossary and outline, as Markdown.
+    summary = models.TextField(blank=True)
+    failure_code = models.CharField(max_length=32, blank=True)
+    failure_detail = models.TextField(blank=True)
+    # The chat conversation about the paper, once the reader asks.
+    conversation = models.OneToOneField(
+        "chat.Conversation",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="paper",
+    )
+    cache_key = models.CharField(max_length=32, default=new_cache_key, editable=False)
+    created = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+        indexes = [models.Index(fields=["owner", "-created"])]
+        verbose_name = _("paper")
+        verbose_name_plural = _("papers")
+
+    def __str__(self):
+        return self.title or self.file_name or f"#{self.pk}"
+
+    def get_absolute_url(self):
+        return reverse("academic-paper", args=[self.pk])
+
+    @property
+    def stop_key(self):
+        return f"{PAPER_STOP_KEY_PREFIX}{self.cache_key}"
+
+    @property
+    def is_running(self):
+        return self.status in (self.Status.READING, self.Status.SUMMARISING)
+
+    @property
+    def has_pages(self):
+        return self.source_kind == self.SourceKind.PDF
+
+    def progress(self):
+        """(parts read, parts in all); a failed part counts as read."""
+        counts = self.parts.aggregate(
+            total=models.Count("pk"),
+            finished=models.Count(
+                "pk", filter=models.Q(status__in=PaperPart.FINISHED_STATUSES)
+            ),
+        )
+        return counts["finished"], counts["total"]
+
+
+class PaperSection(models.Model):
+    """One section as extracted: its title and its text page by page."""
+
+    paper = models.ForeignKey(Paper, on_delete=models.CASCADE, related_name="sections")
+    position = models.PositiveIntegerField()
+    title = models.CharField(max_length=200, blank=True)
+    # [{"page": n or null, "text": ...}], as academic.pdftext.Block.
+    blocks = models.JSONField(default=list)
+
+    class Meta:
+        ordering = ["position"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["paper", "position"], name="unique_paper_section_position"
+            )
+        ]
+
+    def __str__(self):
+        return self.title or f"{self.paper_id}:{self.position}"
+
+    @property
+    def number(self):
+        return self.position + 1
+
+    @property
+    def anchor(self):
+        return f"section-{self.number}"
+
+
+class PaperPart(models.Model):
+    """A piece of a section small enough for one request: the "map" step."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", _("queued")
+        RUNNING = "running", _("reading")
+        DONE = "done", _("read")
+        FAILED = "failed", _("failed")
+
+    FINISHED_STATUSES = (Status.DONE, Status.FAILED)
+
+    paper = models.ForeignKey(Paper, on_delete=models.CASCADE, related_name="parts")
+    section = models.ForeignKey(
+        PaperSection, on_delete=models.CASCADE, related_name="parts"
+    )
+    position = models.PositiveIntegerField()
+    blocks = models.JSONField(default=list)
+    # The model's notes on the part, each statement with its reference.
+    notes = models.TextField(blank=True)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.QUEUED
+    )
+    failure_code = models.CharField(max_length=32, blank=True)
+    failure_detail = models.TextField(blank=True)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["position"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["paper", "position"], name="unique_paper_part_position"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.paper_id}:{self.position}"

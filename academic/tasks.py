@@ -138,3 +138,8 @@ def polish_chunk(chunk_id):
 
     if chunk.job.finish_if_complete():
         actions.check_compiles(chunk.job)
+
+
+# The paper-reading tasks live with their module; importing them here lets
+# Celery's autodiscovery, which looks only at tasks.py, register them.
+from academic.reading_tasks import read_paper_part  # noqa: E402, F401

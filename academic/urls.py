@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import include, path
 
 from academic import views
 
@@ -10,4 +10,5 @@ urlpatterns = [
     path("<int:pk>/decide/", views.decide, name="academic-decide"),
     path("<int:pk>/cancel/", views.cancel, name="academic-cancel"),
     path("<int:pk>/download/", views.download, name="academic-download"),
+    path("reading/", include("academic.reading_urls")),
 ]

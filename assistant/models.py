@@ -280,6 +280,7 @@ class UsageRecord(models.Model):
         POLISH = "polish", _("academic polish")
         CONVERT = "convert", _("image to LaTeX")
         API = "api", _("API")
+        PAPER = "paper", _("paper reading")
 
     # The same terms as chat.models.Message.Status, for every feature.
     EndState = models.TextChoices("EndState", END_STATES)

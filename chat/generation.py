@@ -16,6 +16,7 @@ from django.core.cache import cache
 from django.db.models import Q
 from django.utils import timezone
 
+from academic.reading import paper_system_prompt
 from assistant import backoff, failures, metering, quotas
 from assistant.admission import INTERACTIVE, Cancelled, TimedOut, wait_for_slot
 from assistant.completion import StreamGuard, pool_name
@@ -163,7 +164,10 @@ class ReplyWriter:
         return True
 
     def _prompt(self):
-        messages = build_messages(self.reply.conversation, self.reply)
+        # A conversation about a paper opens with the passages relevant to
+        # the question instead of the usual system prompt.
+        system_prompt = paper_system_prompt(self.reply, self.profile)
+        messages = build_messages(self.reply.conversation, self.reply, system_prompt)
         if self.reply.trim_history:
             messages, dropped = trim_to_fit(messages, self.profile.input_limit)
             logger.info("reply %s leaves out %s old exchanges", self.reply.pk, dropped)

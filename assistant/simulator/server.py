@@ -31,6 +31,9 @@ Each model sends its reasoning the way one family of real servers does:
     deepseek-v3            no reasoning
     qwen2.5-vl-sim         no reasoning; reads images (assistant.simulator.vision)
 
+A prompt holding a <paper> block (paper reading) is answered from its
+passages, each with its reference (assistant.simulator.reading).
+
 A non-streaming reply puts the reasoning in message.reasoning_content or
 message.reasoning (the same field name as the stream), or inline in content.
 
@@ -98,7 +101,7 @@ from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from assistant.simulator import capacity, faults, polish, replies, vision
+from assistant.simulator import capacity, faults, polish, reading, replies, vision
 
 logger = logging.getLogger(__name__)
 
@@ -558,7 +561,7 @@ def parse_chat_request(body, config):
         settings=settings,
         question=question,
         prompt_tokens=estimate_prompt_tokens(messages),
-        answer=image_answer,
+        answer=image_answer or reading.reply_for(messages),
         thinking=thinking,
     )
 
