@@ -1,13 +1,41 @@
 from django.contrib import admin
 from django.utils.translation import gettext_lazy as _
 
-from assistant.models import ExternalIdentity, ModelProfile, Quota, UsageRecord
+from assistant.models import (
+    Backend,
+    ExternalIdentity,
+    ModelProfile,
+    Quota,
+    UsageRecord,
+)
+
+
+@admin.register(Backend)
+class BackendAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "base_url",
+        "api_key_variable",
+        "enabled",
+        "from_environment",
+        "sort_order",
+    ]
+    list_editable = ["enabled", "sort_order"]
+    search_fields = ["name", "base_url"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # The environment rewrites these on every refresh; an edit here
+        # would silently come undone.
+        if obj is not None and obj.from_environment:
+            return ["name", "base_url", "api_key_variable"]
+        return []
 
 
 @admin.register(ModelProfile)
 class ModelProfileAdmin(admin.ModelAdmin):
     list_display = [
         "name",
+        "backend",
         "display_name",
         "enabled",
         "is_reasoning",
@@ -19,6 +47,8 @@ class ModelProfileAdmin(admin.ModelAdmin):
         "sort_order",
     ]
     list_editable = ["enabled", "supports_vision", "sort_order"]
+    list_filter = ["backend", "enabled", "is_reasoning"]
+    list_select_related = ["backend"]
     search_fields = ["name", "display_name"]
 
 

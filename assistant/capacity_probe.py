@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import openai
 
 from assistant import failures
-from assistant.modelapi import get_client, open_chat_stream
+from assistant.modelapi import client_for_model, open_chat_stream
 from assistant.streaming import EventKind, ReplyParser, feed_sse_item, iter_sse
 
 DEFAULT_CONCURRENCY = (1, 4, 8)
@@ -190,7 +190,7 @@ class Probe:
         text = _filler(CALIBRATION_CHARS)
         self.sent += 1
         try:
-            completion = get_client().chat.completions.create(
+            completion = client_for_model(self.model).chat.completions.create(
                 model=self.model,
                 messages=[{"role": "user", "content": text}],
                 max_tokens=1,

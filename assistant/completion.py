@@ -20,6 +20,7 @@ from django.core.cache import cache
 
 from assistant import backoff, failures, metering, quotas
 from assistant.admission import Cancelled, TimedOut, wait_for_slot
+from assistant.backends import connection_for_model
 from assistant.modelapi import open_chat_stream
 from assistant.streaming import (
     ReplyParser,
@@ -34,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 def pool_name(model):
     """The admission pool of a model: one per backend and model."""
-    return f"{settings.MODEL_API_BASE_URL}|{model}"
+    return f"{connection_for_model(model).pool_prefix}|{model}"
 
 
 class StreamGuard:

@@ -58,6 +58,65 @@ END_STATES = [
 ]
 
 
+KEY_VARIABLE_PATTERN = re.compile(r"^[A-Z][A-Z0-9_]*$")
+
+
+def validate_key_variable(name):
+    if not KEY_VARIABLE_PATTERN.match(name):
+        raise ValidationError(
+            _("Use the name of an environment variable, such as GPU02_API_KEY.")
+        )
+
+
+class Backend(models.Model):
+    """One OpenAI-compatible server (vLLM, Ollama, llama.cpp, ...).
+
+    The API key is never stored here: the row names the environment variable
+    that holds it, read as NAME or as the file named by NAME_FILE, so that a
+    copy of the database carries no credential. Backends given in the
+    environment (MODEL_API_BASE_URL, MODEL_BACKENDS) are written here at
+    start-up and on every refresh of the model list, with their address from
+    the environment; administrators may add more rows by hand.
+    """
+
+    DEFAULT = "default"
+
+    name = models.SlugField(_("name"), max_length=50, unique=True)
+    base_url = models.URLField(
+        _("base URL"),
+        max_length=500,
+        help_text=_("The API's root, usually ending in /v1."),
+    )
+    api_key_variable = models.CharField(
+        _("API key variable"),
+        max_length=100,
+        blank=True,
+        validators=[validate_key_variable],
+        help_text=_(
+            "Name of the environment variable holding the key (or NAME_FILE, "
+            "a file holding it), set for every web and worker process. Empty "
+            "for servers that want no key."
+        ),
+    )
+    enabled = models.BooleanField(_("in use"), default=True)
+    from_environment = models.BooleanField(
+        _("given in the environment"),
+        default=False,
+        editable=False,
+        help_text=_("Its address is rewritten from the environment."),
+    )
+    sort_order = models.IntegerField(_("sort order"), default=100)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["sort_order", "name"]
+        verbose_name = _("backend")
+        verbose_name_plural = _("backends")
+
+    def __str__(self):
+        return self.name
+
+
 class ModelProfileQuerySet(models.QuerySet):
     def enabled(self):
         return self.filter(enabled=True)
@@ -74,6 +133,18 @@ class ModelProfile(models.Model):
     """
 
     name = models.CharField(_("model id"), max_length=200, unique=True)
+    # One model id has one backend: the first that listed it. Spreading one
+    # model over several servers is the job of a router in front of them
+    # (vLLM's, or the proxy's), which then is the backend.
+    backend = models.ForeignKey(
+        Backend,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="models",
+        verbose_name=_("backend"),
+        help_text=_("The server that runs it; empty means the default one."),
+    )
     display_name = models.CharField(_("display name"), max_length=200, blank=True)
     enabled = models.BooleanField(_("offered to users"), default=True)
     is_reasoning = models.BooleanField(_("reasoning model"), default=False)
