@@ -41,7 +41,9 @@ def default_connection():
             "MODEL_API_BASE_URL is not set: point it at an OpenAI-compatible "
             "API, or start the app with `make run` to use the bundled simulator."
         )
-    return Connection(Backend.DEFAULT, settings.MODEL_API_BASE_URL, settings.MODEL_API_KEY)
+    return Connection(
+        Backend.DEFAULT, settings.MODEL_API_BASE_URL, settings.MODEL_API_KEY
+    )
 
 
 def connection_of(backend):
@@ -59,9 +61,7 @@ def connection_of(backend):
 
 def connection_for_model(model):
     """The Connection of the backend that serves `model` (a model id)."""
-    profile = (
-        ModelProfile.objects.select_related("backend").filter(name=model).first()
-    )
+    profile = ModelProfile.objects.select_related("backend").filter(name=model).first()
     if profile is None or profile.backend is None:
         return default_connection()
     return connection_of(profile.backend)

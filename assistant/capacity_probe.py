@@ -127,6 +127,13 @@ class Suggestion:
     input_limit: int | None = None
     reasons: list = field(default_factory=list)
 
+    def profile_fields(self):
+        """{ModelProfile field: value} for the limits the probe could set."""
+        names = ("concurrency_limit", "long_prompt_tokens", "long_prompt_cost", "input_limit")
+        return {
+            name: getattr(self, name) for name in names if getattr(self, name) is not None
+        }
+
 
 class Probe:
     def __init__(

@@ -410,3 +410,57 @@ class Quota(models.Model):
     def clean(self):
         if bool(self.user_id) == bool(self.group_id):
             raise ValidationError(_("A quota is for either one user or one group."))
+
+
+class CapacityProbeRun(models.Model):
+    """One bounded capacity probe of a model's server, started from admin.
+
+    The probe itself is assistant.capacity_probe, as `manage.py
+    probe_capacity` runs it; this keeps what it measured and suggested so
+    that an operator can read the table later and apply the limits.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", _("queued")
+        RUNNING = "running", _("running")
+        DONE = "done", _("done")
+        FAILED = "failed", _("failed")
+
+    profile = models.ForeignKey(
+        ModelProfile,
+        on_delete=models.CASCADE,
+        related_name="probe_runs",
+        verbose_name=_("model profile"),
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        related_name="+",
+        verbose_name=_("requested by"),
+    )
+    status = models.CharField(
+        _("status"), max_length=10, choices=Status.choices, default=Status.QUEUED
+    )
+    concurrency = models.JSONField(_("concurrency grid"))
+    contexts = models.JSONField(_("prompt sizes (tokens)"))
+    max_requests = models.PositiveIntegerField(_("request budget"))
+    timeout = models.FloatField(_("timeout (s)"))
+    requests_sent = models.PositiveIntegerField(_("requests sent"), default=0)
+    # One dict per cell: context, concurrency, total_rate, mean_request_rate,
+    # over_timeout, errors, mean_first_token_s, skipped, first_error.
+    cells = models.JSONField(_("measurements"), default=list)
+    # ModelProfile fields to set, and why; empty when the probe cannot say.
+    suggestion = models.JSONField(_("suggested limits"), default=dict)
+    reasons = models.JSONField(_("reasons"), default=list)
+    error = models.TextField(_("error"), blank=True)
+    created = models.DateTimeField(_("created"), auto_now_add=True)
+    finished = models.DateTimeField(_("finished"), null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+        verbose_name = _("capacity probe")
+        verbose_name_plural = _("capacity probes")
+
+    def __str__(self):
+        return f"{self.profile.name} {self.created:%Y-%m-%d %H:%M}"

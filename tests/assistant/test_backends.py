@@ -133,9 +133,7 @@ def test_a_wrong_key_is_an_auth_failure_of_that_backend_only(two_backends, monke
     assert "deepseek-r1" in names and WORKSTATION_MODEL not in names
 
 
-def test_a_backend_that_is_down_keeps_its_known_models_on_offer(
-    two_backends, settings
-):
+def test_a_backend_that_is_down_keeps_its_known_models_on_offer(two_backends, settings):
     catalog.offered_models()
     cache.delete(modelapi.MODEL_LIST_CACHE_KEY)
     # Nothing listens on port 9 of loopback.
