@@ -464,3 +464,22 @@ class CapacityProbeRun(models.Model):
 
     def __str__(self):
         return f"{self.profile.name} {self.created:%Y-%m-%d %H:%M}"
+
+
+class OpenRequest(models.Model):
+    """A request of a user's in flight outside chat: queued or streaming.
+
+    The concurrency quota counts these with the user's open chat replies
+    (chat.models.Message in queued or streaming). A row is written when a
+    request starts and deleted however it ends; one left by a worker that
+    died stops counting once it is older than any request could be.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
+    )
+    kind = models.CharField(max_length=20)
+    started = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "id"], name="open_request_user")]
