@@ -162,11 +162,12 @@ class ChatStream:
 
 
 @contextmanager
-def open_chat_stream(model, messages, max_tokens=None, **params):
+def open_chat_stream(model, messages, max_tokens=None, connection=None, **params):
     """Start a streaming chat completion and yield a ChatStream.
 
-    HTTP errors before the body (401, 429, 400 for context overflow, ...)
-    raise the SDK's typed exceptions, which carry the server's message.
+    The request goes to `connection`, by default the model's backend. HTTP
+    errors before the body (401, 429, 400 for context overflow, ...) raise
+    the SDK's typed exceptions, which carry the server's message.
     """
     request = {
         "model": model,
@@ -178,7 +179,8 @@ def open_chat_stream(model, messages, max_tokens=None, **params):
     if max_tokens:
         request["max_tokens"] = max_tokens
 
-    completions = client_for_model(model).chat.completions
+    client = get_client(connection) if connection else client_for_model(model)
+    completions = client.chat.completions
     with completions.with_streaming_response.create(**request) as api_response:
         stream = ChatStream(api_response)
         try:
