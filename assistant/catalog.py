@@ -53,8 +53,11 @@ def _profiles_for(served):
         p.name: p
         for p in ModelProfile.objects.filter(name__in=names).select_related("backend")
     }
-    backends = {backend.name: backend for backend in Backend.objects.all()}
-    for model in served:
+    new_models = [model for model in served if model["id"] not in known]
+    if new_models:
+        # Only a model seen for the first time costs a query more.
+        backends = {backend.name: backend for backend in Backend.objects.all()}
+    for model in new_models:
         if model["id"] not in known:
             profile = ModelProfile.ensure(model["id"], _served_context(model))
             _assign_backend(profile, backends.get(model.get("backend")))
