@@ -23,7 +23,7 @@ import openai
 from django.utils.translation import gettext_lazy as _
 
 from assistant import backoff, failures
-from assistant.modelapi import get_client
+from assistant.modelapi import client_for_model
 
 logger = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ def transcribe(png, model, kind, target, max_output_tokens=None):
 
 
 def _complete(model, messages, max_tokens):
-    client = get_client().with_options(timeout=REQUEST_TIMEOUT_SECONDS)
+    client = client_for_model(model).with_options(timeout=REQUEST_TIMEOUT_SECONDS)
     refusals = 0
     while True:
         try:

@@ -57,6 +57,8 @@ LEASE_TTL_SECONDS = 30.0
 # belongs to a waiter that died, and gives its place up.
 TICKET_TTL_SECONDS = 6.0
 POLL_SECONDS = 0.25
+# The id of the request peek() places without queueing it.
+PEEK_ID = "__peek__"
 # At most this long between two on_wait calls, so that the browser hears
 # about the queue at least once a second even with a slow poll.
 ON_WAIT_INTERVAL = 0.75
@@ -195,6 +197,18 @@ class AdmissionController:
     def cancel(self, ticket):
         """Leave the queue; nothing happens for a ticket no longer queued."""
         self._remove(ticket)
+
+    def peek(self, pool, user_key, priority, capacity, cost=1):
+        """The QueuePlace a request would get if it queued now; None if it fits.
+
+        Nothing is queued. A chat reply's worker may take a moment to start
+        on a busy machine; this lets the browser show the place at once, and
+        the worker's own ticket then reports the place it really holds
+        (fair order may move it ahead of later arrivals' estimate).
+        """
+        if priority not in PRIORITIES:
+            raise ValueError(f"priority must be one of {sorted(PRIORITIES)}")
+        return self._peek(pool, str(user_key), PRIORITIES[priority], max(1, int(cost)), capacity)
 
     def wait_for_slot(
         self,
@@ -383,6 +397,22 @@ class MemoryAdmission(AdmissionController):
 
         eta = estimate_eta(shortfall, capacity, pool.hold_average)
         return QueuePlace(position, ahead, eta)
+
+    def _peek(self, pool_name, user_key, rank, cost, capacity):
+        now = time.monotonic()
+        with self._changed:
+            pool = self._pools.setdefault(pool_name, _MemoryPool())
+            pool.drop_expired(now)
+            used, held = pool.usage()
+            newcomer = Waiting(PEEK_ID, user_key, rank, next(self._seq), cost, now)
+            order = fair_order([*pool.waiting.values(), newcomer], held)
+            position = [e.id for e in order].index(PEEK_ID) + 1
+            ahead = sum(clamp_cost(e.cost, capacity) for e in order[: position - 1])
+            shortfall = used + ahead + clamp_cost(cost, capacity) - (capacity or 0)
+            hold_average = pool.hold_average
+        if capacity is not None and shortfall <= 0:
+            return None
+        return QueuePlace(position, ahead, estimate_eta(shortfall, capacity, hold_average))
 
     def _admit(self, ticket, pool, cost, now):
         del pool.waiting[ticket.id]
@@ -574,6 +604,34 @@ local average = redis.call('HGET', stats, 'hold_average_ms') or ''
 return {'waiting', tostring(position), tostring(ahead), tostring(used), average}
 """
 
+# ARGV: the newcomer's JSON without the sequence number, capacity (0:
+# unknown). Places a newcomer in the fair order without queueing it: it is
+# added and removed inside this one atomic script. Returns {'fits'} or
+# {'waiting', position, ahead, used, hold average}.
+LUA_PEEK = """
+local capacity = tonumber(ARGV[2])
+drop_expired(now_ms())
+local newcomer = cjson.decode(ARGV[1])
+newcomer.s = tonumber(redis.call('GET', counter) or '0') + 1
+local peek_id = '__peek__'
+redis.call('HSET', tickets, peek_id, cjson.encode(newcomer))
+local used, held = usage()
+local position, ahead = 0, 0
+for i, entry in ipairs(fair_order(held)) do
+  if entry.id == peek_id then
+    position = i
+    break
+  end
+  ahead = ahead + clamp(entry.c, capacity)
+end
+redis.call('HDEL', tickets, peek_id)
+if capacity > 0 and used + ahead + clamp(newcomer.c, capacity) <= capacity then
+  return {'fits'}
+end
+local average = redis.call('HGET', stats, 'hold_average_ms') or ''
+return {'waiting', tostring(position), tostring(ahead), tostring(used), average}
+"""
+
 # ARGV: lease id, lease TTL (ms). Returns 1 if renewed, 0 if already expired.
 LUA_RENEW = """
 local now = now_ms()
@@ -642,6 +700,7 @@ class RedisAdmission(AdmissionController):
         self._poll_script = self._redis.register_script(LUA_COMMON + LUA_POLL)
         self._renew_script = self._redis.register_script(LUA_COMMON + LUA_RENEW)
         self._release_script = self._redis.register_script(LUA_COMMON + LUA_RELEASE)
+        self._peek_script = self._redis.register_script(LUA_COMMON + LUA_PEEK)
 
     def _insert(self, ticket):
         fields = {
@@ -681,6 +740,18 @@ class RedisAdmission(AdmissionController):
         return QueuePlace(
             position, ahead, estimate_eta(shortfall, capacity, hold_average)
         )
+
+    def _peek(self, pool, user_key, rank, cost, capacity):
+        fields = {"u": user_key, "r": rank, "c": cost}
+        reply = self._peek_script(
+            keys=self._keys(pool), args=[json.dumps(fields), capacity or 0]
+        )
+        if reply[0].decode() == "fits":
+            return None
+        position, ahead, used = (int(value) for value in reply[1:4])
+        hold_average = int(reply[4]) / 1000 if reply[4] else None
+        shortfall = used + ahead + clamp_cost(cost, capacity) - (capacity or 0)
+        return QueuePlace(position, ahead, estimate_eta(shortfall, capacity, hold_average))
 
     def _remove(self, ticket):
         keys = self._keys(ticket.pool)

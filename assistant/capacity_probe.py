@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import openai
 
 from assistant import failures
+from assistant.backends import connection_for_model
 from assistant.modelapi import get_client, open_chat_stream
 from assistant.streaming import EventKind, ReplyParser, feed_sse_item, iter_sse
 
@@ -127,6 +128,13 @@ class Suggestion:
     input_limit: int | None = None
     reasons: list = field(default_factory=list)
 
+    def profile_fields(self):
+        """{ModelProfile field: value} for the limits the probe could set."""
+        names = ("concurrency_limit", "long_prompt_tokens", "long_prompt_cost", "input_limit")
+        return {
+            name: getattr(self, name) for name in names if getattr(self, name) is not None
+        }
+
 
 class Probe:
     def __init__(
@@ -140,8 +148,11 @@ class Probe:
         pause=DEFAULT_PAUSE,
         progress=None,
         skip_heavier=True,
+        connection=None,
     ):
         self.model = model
+        # A benchmark probes a server the app's database does not know.
+        self.connection = connection or connection_for_model(model)
         self.concurrency = sorted(set(concurrency))
         self.contexts = sorted(set(contexts))
         self.timeout = timeout
@@ -190,7 +201,7 @@ class Probe:
         text = _filler(CALIBRATION_CHARS)
         self.sent += 1
         try:
-            completion = get_client().chat.completions.create(
+            completion = get_client(self.connection).chat.completions.create(
                 model=self.model,
                 messages=[{"role": "user", "content": text}],
                 max_tokens=1,
@@ -246,6 +257,7 @@ class Probe:
                 self.model,
                 messages,
                 self.max_tokens,
+                connection=self.connection,
                 timeout=openai.Timeout(self.timeout, connect=CONNECT_TIMEOUT),
             ) as stream:
                 cutter = threading.Timer(self.timeout, stream.cut)

@@ -19,7 +19,8 @@ from django.conf import settings
 from django.core.cache import cache
 
 from assistant import backoff, failures, metering, quotas
-from assistant.admission import Cancelled, TimedOut, wait_for_slot
+from assistant.admission import INTERACTIVE, Cancelled, TimedOut, wait_for_slot
+from assistant.backends import connection_for_model
 from assistant.modelapi import open_chat_stream
 from assistant.streaming import (
     ReplyParser,
@@ -31,10 +32,13 @@ from assistant.streaming import (
 
 logger = logging.getLogger(__name__)
 
+# How often batch work over the user's quota of requests at once looks again.
+OWN_TURN_POLL_SECONDS = 1.0
+
 
 def pool_name(model):
     """The admission pool of a model: one per backend and model."""
-    return f"{settings.MODEL_API_BASE_URL}|{model}"
+    return f"{connection_for_model(model).pool_prefix}|{model}"
 
 
 class StreamGuard:
@@ -137,8 +141,9 @@ def complete(
     Every way out leaves one usage record.
     """
     request = _MeteredRequest(profile, user_id, kind, prompt_estimate)
-    with request:
-        _check_quota(user_id, prompt_estimate)
+    with request, quotas.open_request(user_id, kind) as in_flight:
+        limits = _check_token_quota(user_id, prompt_estimate)
+        _wait_for_own_turn(limits, in_flight, priority, stop_key)
         lease = _wait_for_slot(profile, user_id, priority, stop_key, request, on_wait)
         with lease:
             request.sent()
@@ -147,13 +152,44 @@ def complete(
     return request.completion
 
 
-def _check_quota(user_id, prompt_estimate):
-    # The quota's limit on requests at once is counted on chat replies
-    # (chat.generation); batch work is bounded by the admission queue.
+def _check_token_quota(user_id, prompt_estimate):
+    """Refuse a request the user's token quotas leave no room for; their Limits."""
+    # Requests at once are counted by _wait_for_own_turn instead.
     refusal = quotas.check_quota(user_id, prompt_estimate, count_open=lambda: 0)
     if refusal is not None:
-        figures = ", ".join(f"{name} {value}" for name, value in refusal.params.items())
-        raise CompletionFailure(refusal.code, figures)
+        _refuse(refusal.code, refusal.params)
+    return quotas.limits_for(user_id)
+
+
+def _refuse(code, params):
+    figures = ", ".join(f"{name} {value}" for name, value in params.items())
+    raise CompletionFailure(code, figures)
+
+
+def _wait_for_own_turn(limits, in_flight, priority, stop_key):
+    """Keep the user within their quota of requests at once.
+
+    The user's open chat replies and their requests that started before this
+    one go first. Interactive work over the limit is refused, as a chat reply
+    is, with the figures; batch work (a paper's chunks) waits its turn
+    instead, so that a job larger than the quota still finishes.
+    """
+    limit = limits.concurrent_requests if limits else None
+    if limit is None:
+        return
+
+    give_up_at = time.monotonic() + settings.QUEUE_TIMEOUT
+    while True:
+        ahead = quotas.open_chat_replies(
+            in_flight.user_id
+        ) + quotas.open_requests_outside_chat(in_flight.user_id, before=in_flight)
+        if ahead < limit:
+            return
+        if priority == INTERACTIVE:
+            _refuse("quota_concurrent", {"limit": limit, "open": ahead})
+        if time.monotonic() >= give_up_at:
+            raise CompletionFailure("queue_timeout")
+        _sleep(OWN_TURN_POLL_SECONDS, stop_key)
 
 
 def _wait_for_slot(profile, user_id, priority, stop_key, request, on_wait):

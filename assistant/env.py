@@ -7,12 +7,14 @@ NAME_FILE, a path whose contents are the value (Docker and systemd secrets).
 """
 
 import os
+import re
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off", ""}
+BACKEND_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,49}$")
 
 
 def env_str(name, default=""):
@@ -74,3 +76,31 @@ def env_secret(name, default=""):
                 f"{name}_FILE={path!r} cannot be read: {exc}"
             ) from None
     return os.environ.get(name, default)
+
+
+def env_backends(name):
+    """NAME as comma-separated `name=url` pairs, e.g. `ollama=http://ws7:11434/v1`.
+
+    Returns {name: url}. Names are slugs (letters, digits, - and _), because
+    each backend's key is read from MODEL_BACKEND_<NAME>_KEY.
+    """
+    backends = {}
+    for item in env_list(name):
+        backend, sep, url = item.partition("=")
+        backend, url = backend.strip(), url.strip()
+        if not sep or not BACKEND_NAME_PATTERN.match(backend):
+            raise ImproperlyConfigured(
+                f"{name} must be comma-separated name=url pairs with names of "
+                f"letters, digits, - and _; got {item!r}"
+            )
+        if not url.startswith(("http://", "https://")):
+            raise ImproperlyConfigured(f"{name}: {backend}'s URL must be http(s): {url!r}")
+        if backend in backends:
+            raise ImproperlyConfigured(f"{name} names {backend!r} twice")
+        backends[backend] = url
+    return backends
+
+
+def backend_key_variable(backend):
+    """The environment variable holding a backend's key: MODEL_BACKEND_<NAME>_KEY."""
+    return "MODEL_BACKEND_" + re.sub(r"[^A-Z0-9]", "_", backend.upper()) + "_KEY"

@@ -74,9 +74,10 @@ MESSAGES = {
         "again then, or ask the administrators for a larger quota."
     ),
     "quota_concurrent": _(
-        "You already have %(open)s replies queued or being written, as many as "
-        "your quota allows at once (%(limit)s). Your message is kept; send it "
-        "again when one of them has finished."
+        "You already have %(open)s requests queued or running (chat replies, "
+        "polishing, conversions), as many as your quota allows at once "
+        "(%(limit)s). Your message is kept; send it again when one of them has "
+        "finished."
     ),
     "not_found": _("The model service does not serve the chosen model any more."),
     "rate_limited": _(

@@ -11,11 +11,13 @@ import logging
 import socket
 import threading
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import openai
 from django.conf import settings
 from django.core.cache import cache
-from django.core.exceptions import ImproperlyConfigured
+
+from assistant import backends, failures
 
 logger = logging.getLogger(__name__)
 
@@ -25,18 +27,15 @@ _clients = {}
 _clients_lock = threading.Lock()
 
 
-def get_client():
-    """A shared SDK client for the configured API (it pools connections)."""
-    base_url = settings.MODEL_API_BASE_URL
-    if not base_url:
-        raise ImproperlyConfigured(
-            "MODEL_API_BASE_URL is not set: point it at an OpenAI-compatible "
-            "API, or start the app with `make run` to use the bundled simulator."
-        )
+def get_client(connection=None):
+    """A shared SDK client for one backend (it pools connections).
 
+    Without a connection, the default backend (MODEL_API_BASE_URL).
+    """
+    connection = connection or backends.default_connection()
     key = (
-        base_url,
-        settings.MODEL_API_KEY,
+        connection.base_url,
+        connection.api_key,
         settings.MODEL_API_READ_TIMEOUT,
         settings.MODEL_API_CONNECT_TIMEOUT,
     )
@@ -44,10 +43,10 @@ def get_client():
         client = _clients.get(key)
         if client is None:
             client = openai.OpenAI(
-                base_url=base_url,
+                base_url=connection.base_url,
                 # Local servers such as vLLM and Ollama accept any key, but the
                 # SDK refuses to start without one.
-                api_key=settings.MODEL_API_KEY or "no-key",
+                api_key=connection.api_key or "no-key",
                 timeout=openai.Timeout(
                     settings.MODEL_API_READ_TIMEOUT,
                     connect=settings.MODEL_API_CONNECT_TIMEOUT,
@@ -60,19 +59,58 @@ def get_client():
         return client
 
 
-def list_models():
-    """The models the API serves: a list of dicts with `id` and any extras.
+def client_for_model(model):
+    """The client of the backend that serves `model`."""
+    return get_client(backends.connection_for_model(model))
 
-    Cached briefly, so opening a page does not cost a request to the API.
+
+def list_models():
+    """The models the backends serve: dicts with `id`, `backend` and any extras."""
+    return served_models().models
+
+
+class ServedModels(NamedTuple):
+    models: list
+    # Names of the backends that could not be asked this time.
+    unreachable: list
+
+
+def served_models():
+    """What every backend in use lists, and which of them did not answer.
+
+    Cached briefly, so opening a page does not cost a request to each API.
+    Raises only when there is no backend at all, or none answered.
     """
     cached = cache.get(MODEL_LIST_CACHE_KEY)
     if cached is not None:
-        return cached
+        return ServedModels(*cached)
 
-    page = get_client().with_options(max_retries=1, timeout=10.0).models.list()
-    models = [model.model_dump() for model in page.data]
-    cache.set(MODEL_LIST_CACHE_KEY, models, settings.MODEL_LIST_CACHE_SECONDS)
-    return models
+    in_use = backends.backends_in_use()
+    if not in_use:
+        backends.default_connection()  # raises ImproperlyConfigured
+
+    models, unreachable, last_failure = [], [], None
+    for backend in in_use:
+        try:
+            listed = _list_backend(backend)
+        except Exception as exc:  # noqa: BLE001 - one server down hides only its models
+            code, detail = failures.classify(exc)
+            logger.warning("backend %s: model list unavailable: %s %s", backend, code, detail)
+            unreachable.append(backend.name)
+            last_failure = exc
+            continue
+        models.extend(listed)
+
+    if last_failure is not None and not models:
+        raise last_failure
+    cache.set(MODEL_LIST_CACHE_KEY, (models, unreachable), settings.MODEL_LIST_CACHE_SECONDS)
+    return ServedModels(models, unreachable)
+
+
+def _list_backend(backend):
+    client = get_client(backends.connection_of(backend))
+    page = client.with_options(max_retries=1, timeout=10.0).models.list()
+    return [{**model.model_dump(), "backend": backend.name} for model in page.data]
 
 
 class ChatStream:
@@ -124,11 +162,12 @@ class ChatStream:
 
 
 @contextmanager
-def open_chat_stream(model, messages, max_tokens=None, **params):
+def open_chat_stream(model, messages, max_tokens=None, connection=None, **params):
     """Start a streaming chat completion and yield a ChatStream.
 
-    HTTP errors before the body (401, 429, 400 for context overflow, ...)
-    raise the SDK's typed exceptions, which carry the server's message.
+    The request goes to `connection`, by default the model's backend. HTTP
+    errors before the body (401, 429, 400 for context overflow, ...) raise
+    the SDK's typed exceptions, which carry the server's message.
     """
     request = {
         "model": model,
@@ -140,7 +179,8 @@ def open_chat_stream(model, messages, max_tokens=None, **params):
     if max_tokens:
         request["max_tokens"] = max_tokens
 
-    completions = get_client().chat.completions
+    client = get_client(connection) if connection else client_for_model(model)
+    completions = client.chat.completions
     with completions.with_streaming_response.create(**request) as api_response:
         stream = ChatStream(api_response)
         try:

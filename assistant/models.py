@@ -58,6 +58,65 @@ END_STATES = [
 ]
 
 
+KEY_VARIABLE_PATTERN = re.compile(r"^[A-Z][A-Z0-9_]*$")
+
+
+def validate_key_variable(name):
+    if not KEY_VARIABLE_PATTERN.match(name):
+        raise ValidationError(
+            _("Use the name of an environment variable, such as GPU02_API_KEY.")
+        )
+
+
+class Backend(models.Model):
+    """One OpenAI-compatible server (vLLM, Ollama, llama.cpp, ...).
+
+    The API key is never stored here: the row names the environment variable
+    that holds it, read as NAME or as the file named by NAME_FILE, so that a
+    copy of the database carries no credential. Backends given in the
+    environment (MODEL_API_BASE_URL, MODEL_BACKENDS) are written here at
+    start-up and on every refresh of the model list, with their address from
+    the environment; administrators may add more rows by hand.
+    """
+
+    DEFAULT = "default"
+
+    name = models.SlugField(_("name"), max_length=50, unique=True)
+    base_url = models.URLField(
+        _("base URL"),
+        max_length=500,
+        help_text=_("The API's root, usually ending in /v1."),
+    )
+    api_key_variable = models.CharField(
+        _("API key variable"),
+        max_length=100,
+        blank=True,
+        validators=[validate_key_variable],
+        help_text=_(
+            "Name of the environment variable holding the key (or NAME_FILE, "
+            "a file holding it), set for every web and worker process. Empty "
+            "for servers that want no key."
+        ),
+    )
+    enabled = models.BooleanField(_("in use"), default=True)
+    from_environment = models.BooleanField(
+        _("given in the environment"),
+        default=False,
+        editable=False,
+        help_text=_("Its address is rewritten from the environment."),
+    )
+    sort_order = models.IntegerField(_("sort order"), default=100)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["sort_order", "name"]
+        verbose_name = _("backend")
+        verbose_name_plural = _("backends")
+
+    def __str__(self):
+        return self.name
+
+
 class ModelProfileQuerySet(models.QuerySet):
     def enabled(self):
         return self.filter(enabled=True)
@@ -102,6 +161,18 @@ class ModelProfile(models.Model):
         )
 
     name = models.CharField(_("model id"), max_length=200, unique=True)
+    # One model id has one backend: the first that listed it. Spreading one
+    # model over several servers is the job of a router in front of them
+    # (vLLM's, or the proxy's), which then is the backend.
+    backend = models.ForeignKey(
+        Backend,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="models",
+        verbose_name=_("backend"),
+        help_text=_("The server that runs it; empty means the default one."),
+    )
     display_name = models.CharField(_("display name"), max_length=200, blank=True)
     enabled = models.BooleanField(_("offered to users"), default=True)
     is_reasoning = models.BooleanField(_("reasoning model"), default=False)
@@ -397,3 +468,76 @@ class Quota(models.Model):
     def clean(self):
         if bool(self.user_id) == bool(self.group_id):
             raise ValidationError(_("A quota is for either one user or one group."))
+
+
+class CapacityProbeRun(models.Model):
+    """One bounded capacity probe of a model's server, started from admin.
+
+    The probe itself is assistant.capacity_probe, as `manage.py
+    probe_capacity` runs it; this keeps what it measured and suggested so
+    that an operator can read the table later and apply the limits.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", _("queued")
+        RUNNING = "running", _("running")
+        DONE = "done", _("done")
+        FAILED = "failed", _("failed")
+
+    profile = models.ForeignKey(
+        ModelProfile,
+        on_delete=models.CASCADE,
+        related_name="probe_runs",
+        verbose_name=_("model profile"),
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        related_name="+",
+        verbose_name=_("requested by"),
+    )
+    status = models.CharField(
+        _("status"), max_length=10, choices=Status.choices, default=Status.QUEUED
+    )
+    concurrency = models.JSONField(_("concurrency grid"))
+    contexts = models.JSONField(_("prompt sizes (tokens)"))
+    max_requests = models.PositiveIntegerField(_("request budget"))
+    timeout = models.FloatField(_("timeout (s)"))
+    requests_sent = models.PositiveIntegerField(_("requests sent"), default=0)
+    # One dict per cell: context, concurrency, total_rate, mean_request_rate,
+    # over_timeout, errors, mean_first_token_s, skipped, first_error.
+    cells = models.JSONField(_("measurements"), default=list)
+    # ModelProfile fields to set, and why; empty when the probe cannot say.
+    suggestion = models.JSONField(_("suggested limits"), default=dict)
+    reasons = models.JSONField(_("reasons"), default=list)
+    error = models.TextField(_("error"), blank=True)
+    created = models.DateTimeField(_("created"), auto_now_add=True)
+    finished = models.DateTimeField(_("finished"), null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+        verbose_name = _("capacity probe")
+        verbose_name_plural = _("capacity probes")
+
+    def __str__(self):
+        return f"{self.profile.name} {self.created:%Y-%m-%d %H:%M}"
+
+
+class OpenRequest(models.Model):
+    """A request of a user's in flight outside chat: queued or streaming.
+
+    The concurrency quota counts these with the user's open chat replies
+    (chat.models.Message in queued or streaming). A row is written when a
+    request starts and deleted however it ends; one left by a worker that
+    died stops counting once it is older than any request could be.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
+    )
+    kind = models.CharField(max_length=20)
+    started = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "id"], name="open_request_user")]

@@ -19,12 +19,15 @@ a concurrency limit adds the caller's count of open requests.
 """
 
 import datetime
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+from django.apps import apps
+from django.conf import settings
 from django.db.models import Q, Sum
 from django.utils import timezone
 
-from assistant.models import Quota, UsageRecord
+from assistant.models import OpenRequest, Quota, UsageRecord
 
 RESET_FORMAT = "%Y-%m-%d %H:%M"
 
@@ -178,3 +181,54 @@ def check_quota(user, needed_tokens, count_open, now=None):
             params = {"limit": limits.concurrent_requests, "open": open_requests}
             return Refusal("quota_concurrent", params)
     return None
+
+
+def in_flight_since(now=None):
+    """Requests started before this are not in flight any more.
+
+    No request outlives its longest queue wait plus its longest reply; an
+    older one was left by a worker that died and must not hold the user's
+    concurrency quota for ever.
+    """
+    now = now or timezone.now()
+    return now - datetime.timedelta(
+        seconds=settings.QUEUE_TIMEOUT + settings.MODEL_API_TOTAL_TIMEOUT
+    )
+
+
+def open_requests_outside_chat(user, before=None):
+    """How many of the user's non-chat requests are in flight (OpenRequest rows).
+
+    With `before` (an OpenRequest), only those that started ahead of it.
+    """
+    rows = OpenRequest.objects.filter(user=user, started__gte=in_flight_since())
+    if before is not None:
+        rows = rows.filter(pk__lt=before.pk)
+    return rows.count()
+
+
+def open_chat_replies(user):
+    """The user's chat replies queued or being written, for batch work to count.
+
+    Looked up by name, so that the project package does not import the chat
+    app; a deployment without chat counts none.
+    """
+    if not apps.is_installed("chat"):
+        return 0
+    message = apps.get_model("chat", "Message")
+    return message.objects.filter(
+        conversation__user=user,
+        role=message.Role.ASSISTANT,
+        status__in=[message.Status.QUEUED, message.Status.STREAMING],
+        created__gte=in_flight_since(),
+    ).count()
+
+
+@contextmanager
+def open_request(user, kind):
+    """Count a non-chat request as in flight for as long as the block runs."""
+    row = OpenRequest.objects.create(user_id=getattr(user, "pk", user), kind=kind)
+    try:
+        yield row
+    finally:
+        OpenRequest.objects.filter(pk=row.pk).delete()

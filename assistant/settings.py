@@ -13,7 +13,15 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
-from assistant.env import env_bool, env_float, env_int, env_list, env_secret, env_str
+from assistant.env import (
+    env_backends,
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_secret,
+    env_str,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -153,6 +161,10 @@ EMBEDDED_WORKER_THREADS = env_int("EMBEDDED_WORKER_THREADS", 64, minimum=1)
 # The OpenAI-compatible model API.
 MODEL_API_BASE_URL = env_str("MODEL_API_BASE_URL")
 MODEL_API_KEY = env_secret("MODEL_API_KEY")
+# More servers beside that one, as name=url pairs; each one's key comes from
+# MODEL_BACKEND_<NAME>_KEY (or _KEY_FILE). Administrators may add others in
+# Django admin (assistant.models.Backend).
+MODEL_BACKENDS = env_backends("MODEL_BACKENDS")
 MODEL_API_CONNECT_TIMEOUT = env_float("MODEL_API_CONNECT_TIMEOUT", 10.0, minimum=0.1)
 # Limits on a streamed reply, in seconds. A busy backend queues a request
 # without sending a byte and R1 may think for minutes, so the wait for the

@@ -211,6 +211,7 @@ def run_direct(args, env, simulator):
     import django
 
     django.setup()
+    from assistant.backends import default_connection
     from assistant.capacity_probe import Probe
 
     probe = Probe(
@@ -222,6 +223,7 @@ def run_direct(args, env, simulator):
         pause=PAUSE_SECONDS,
         progress=lambda text: progress(f"  {text}"),
         skip_heavier=False,
+        connection=default_connection(),
     )
     return probe.run(), probe
 

@@ -8,6 +8,8 @@ from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
+from assistant.admission import INTERACTIVE, get_admission
+from assistant.completion import pool_name
 from assistant.eventlog import get_event_log
 from assistant.models import ModelProfile
 from chat import attachments, presets
@@ -108,6 +110,34 @@ def retry_reply(reply, mode=RetryMode.SAME):
 
 def request_stop(reply):
     cache.set(reply.stop_key, 1, STOP_KEY_TTL)
+
+
+def expected_queue_event(reply):
+    """A queue event for a reply just posted, if its model has no room now.
+
+    The reply's worker reports the place its ticket holds once it runs, but
+    on a busy machine it may start seconds later; until then the browser
+    would show a bare spinner. This is where a request of the smallest cost
+    from this user would stand now; None when it would go straight in.
+    """
+    profile = ModelProfile.ensure(reply.model)
+    place = get_admission().peek(
+        pool_name(reply.model),
+        reply.conversation.user_id,
+        INTERACTIVE,
+        profile.concurrency_limit,
+    )
+    if place is None:
+        return None
+    return {
+        "message_id": reply.pk,
+        "seq": reply.last_seq,
+        "kind": "queue",
+        "position": place.position,
+        "eta": place.eta,
+        # Not yet the ticket's own place: the worker's events replace it.
+        "expected": True,
+    }
 
 
 def _enqueue(reply_id):

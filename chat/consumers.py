@@ -148,6 +148,18 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 "sender": self.channel_name,
             },
         )
+        await self._tell_expected_place(conversation, reply)
+
+    async def _tell_expected_place(self, conversation, reply):
+        try:
+            event = await database_sync_to_async(actions.expected_queue_event)(reply)
+        except Exception:  # noqa: BLE001 - the worker's own notices follow anyway
+            logger.warning("no queue estimate for reply %s", reply.pk, exc_info=True)
+            return
+        if event is not None:
+            await self.channel_layer.group_send(
+                conversation.group_name, {"type": "reply.events", "events": [event]}
+            )
 
     async def stop_reply(self, content):
         reply = await self._get_reply(content.get("message_id"))

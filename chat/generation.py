@@ -8,7 +8,6 @@ turns into a cut of the upstream connection so the GPU stops working too.
 
 import logging
 import time
-from datetime import timedelta
 
 import openai
 from django.conf import settings
@@ -207,23 +206,21 @@ class ReplyWriter:
         return True
 
     def _count_other_open_replies(self):
-        """The user's other replies being written, or queued ahead of this one.
+        """The user's other requests in flight: replies and any other work.
 
         Replies queued after this one do not count, so that of two sent at
-        once the first goes ahead. A reply left open by a worker that died
-        stops counting once it is older than any reply could be. Only chat
-        replies are counted: the user's polish or convert requests in flight
-        are not seen here, so they do not count against the limit.
+        once the first goes ahead. The user's polish chunks, conversions and
+        other requests in flight count too (assistant.quotas). A request left
+        open by a worker that died stops counting once it is older than any
+        request could be.
         """
         reply = self.reply
-        oldest = timezone.now() - timedelta(
-            seconds=settings.QUEUE_TIMEOUT + settings.MODEL_API_TOTAL_TIMEOUT
-        )
-        return (
+        user_id = reply.conversation.user_id
+        other_replies = (
             Message.objects.filter(
-                conversation__user_id=reply.conversation.user_id,
+                conversation__user_id=user_id,
                 role=Message.Role.ASSISTANT,
-                created__gte=oldest,
+                created__gte=quotas.in_flight_since(),
             )
             .filter(
                 Q(status=Message.Status.STREAMING)
@@ -232,6 +229,7 @@ class ReplyWriter:
             .exclude(pk=reply.pk)
             .count()
         )
+        return other_replies + quotas.open_requests_outside_chat(user_id)
 
     def _wait_for_slot(self):
         """A lease on the backend's capacity, after a fair wait if it is busy.

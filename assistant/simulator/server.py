@@ -167,6 +167,13 @@ class SimulatorConfig:
     # that 0.02 runs 50 times faster than the measured server.
     capacity_mode: bool = False
     capacity_time_scale: float = 1.0
+    # The models this server serves, as {id: ServedModel}; None serves
+    # MODELS. A test of several backends gives each server its own.
+    models: dict | None = None
+
+    @property
+    def served(self):
+        return MODELS if self.models is None else self.models
 
     def __post_init__(self):
         if self.token_delay < 0 or self.first_token_delay < 0:
@@ -321,7 +328,8 @@ class ServerStopping(Exception):
     """stop() was called while a reply was still being generated."""
 
 
-def model_listing():
+def model_listing(served=None):
+    served_models = MODELS if served is None else served
     models = [
         {
             "id": name,
@@ -332,7 +340,7 @@ def model_listing():
             "parent": None,
             "max_model_len": served.max_model_len,
         }
-        for name, served in MODELS.items()
+        for name, served in served_models.items()
     ]
     return {"object": "list", "data": models}
 
@@ -508,7 +516,8 @@ def parse_chat_request(body, config):
         raise RequestError(400, "The request body must be a JSON object")
 
     model = body.get("model")
-    if not isinstance(model, str) or model not in MODELS:
+    served = config.served
+    if not isinstance(model, str) or model not in served:
         raise RequestError(
             404, f"The model `{model}` does not exist.", code="model_not_found"
         )
@@ -531,7 +540,7 @@ def parse_chat_request(body, config):
         delay=config.token_delay,
         first=config.first_token_delay,
         chunk=config.chunk_chars,
-        format=MODELS[model].reply_format,
+        format=served[model].reply_format,
     )
     overrides = clean_settings({**body_settings, **directive_settings})
     settings = replace(defaults, **overrides)
@@ -545,7 +554,7 @@ def parse_chat_request(body, config):
         )
 
     try:
-        image_answer = vision.reply_for(messages, MODELS[model].reads_images)
+        image_answer = vision.reply_for(messages, served[model].reads_images)
     except vision.ImageError as error:
         raise RequestError(400, f"Invalid image: {error}") from None
 
@@ -722,7 +731,7 @@ class SimulatorHandler(BaseHTTPRequestHandler):
 
     def _list_models(self):
         self._check_api_key()
-        self._send_json(200, model_listing())
+        self._send_json(200, model_listing(self.simulator.config.served))
 
     def _show_health(self):
         self._send_json(200, {"status": "ok"})

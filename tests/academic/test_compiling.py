@@ -119,3 +119,44 @@ def test_it_lets_a_document_read_nothing_outside_its_folder():
 
     assert not run.succeeded
     assert any("/etc/hostname" in error or "not found" in error for error in run.errors)
+
+
+needs_xelatex = pytest.mark.skipif(
+    shutil.which("xelatex") is None, reason="xelatex is not installed"
+)
+CHINESE_DOCUMENT = (
+    "\\documentclass{ctexart}\n\\begin{document}\n"
+    "我们在\\textbf{三个}数据集上进行了大量测试，结果表明该方法是有效的。\n"
+    "\\end{document}\n"
+).encode()
+
+
+@needs_xelatex
+def test_it_compiles_a_ctex_document_with_xelatex_and_finds_what_broke():
+    broken = CHINESE_DOCUMENT.replace("\\textbf{三个}".encode(), "\\textbf{三个".encode())
+
+    fine = compiling.check_result(
+        {"thesis.tex": CHINESE_DOCUMENT}, {"thesis.tex": CHINESE_DOCUMENT}, "thesis.tex"
+    )
+    outcome = compiling.check_result(
+        {"thesis.tex": CHINESE_DOCUMENT}, {"thesis.tex": broken}, "thesis.tex"
+    )
+
+    assert (fine.status, fine.engine) == (compiling.OK, "xelatex")
+    assert (outcome.status, outcome.engine) == (compiling.BROKEN, "xelatex")
+    assert outcome.new_errors and outcome.new_errors[0].startswith("! ")
+
+
+@needs_xelatex
+@pytest.mark.django_db
+def test_a_chinese_job_is_compiled_with_xelatex(client, model_api):
+    user = make_user()
+    client.force_login(user)
+
+    job = run(start(user, CHINESE_DOCUMENT, name="thesis.tex"))
+    status = client.get(reverse("academic-job-status", args=[job.pk])).json()
+
+    assert job.compile_engine == "xelatex"
+    assert job.compile_status == PolishJob.CompileStatus.OK
+    assert status["compile"]["status"] == "ok"
+    assert "xelatex" in status["compile"]["message"]

@@ -287,8 +287,15 @@ def test_it_cancels_a_running_job(model_api, shared_dir):
 
 
 def _wait_until_finished(job, seconds=60):
+    # The last chunk's task also runs the compile check before the job is
+    # marked finished, so both are waited for.
     def finished():
-        return not job.chunks.exclude(status__in=PolishChunk.FINISHED_STATUSES).exists()
+        chunks_done = not job.chunks.exclude(
+            status__in=PolishChunk.FINISHED_STATUSES
+        ).exists()
+        return chunks_done and not PolishJob.objects.filter(
+            pk=job.pk, status=PolishJob.Status.RUNNING
+        ).exists()
 
     _wait_for(finished, seconds)
     job.refresh_from_db()

@@ -447,3 +447,39 @@ def test_it_frees_the_slot_of_a_killed_process(redis_prefix, tmp_path):
 
     assert lease is not None
     assert time.monotonic() - killed_at < 1.5
+
+
+def test_peek_places_a_newcomer_where_enqueueing_would_without_queueing_it(
+    make_controller,
+):
+    controller = make_controller()
+    capacity = 2
+    holders = [controller.enqueue(POOL, "alice", "interactive") for _ in range(2)]
+    leases = [controller.try_admit(ticket, capacity) for ticket in holders]
+    assert all(leases)
+    waiting = [controller.enqueue(POOL, "alice", "interactive") for _ in range(3)]
+    batch = controller.enqueue(POOL, "carol", "batch")
+
+    # Bob holds nothing: fair order puts him before Alice's waiting three,
+    # and any interactive request goes before Carol's batch job.
+    bob = controller.peek(POOL, "bob", "interactive", capacity)
+    alice = controller.peek(POOL, "alice", "interactive", capacity)
+    carol = controller.peek(POOL, "carol", "batch", capacity)
+
+    assert (bob.position, bob.ahead_cost) == (1, 0)
+    assert alice.position == 4
+    assert carol.position == 5
+    # Nothing was queued by looking.
+    assert [controller.position(t).position for t in waiting] == [1, 2, 3]
+    assert controller.position(batch).position == 4
+    bob_ticket = controller.enqueue(POOL, "bob", "interactive")
+    assert controller.position(bob_ticket).position == bob.position
+
+
+def test_peek_says_nothing_when_the_request_would_go_straight_in(make_controller):
+    controller = make_controller()
+    lease = controller.try_admit(controller.enqueue(POOL, "alice", "interactive"), 2)
+    assert lease
+
+    assert controller.peek(POOL, "bob", "interactive", 2) is None
+    assert controller.peek(POOL, "bob", "interactive", 2, cost=2) is not None

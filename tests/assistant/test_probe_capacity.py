@@ -11,11 +11,13 @@ from io import StringIO
 import pytest
 from django.core.cache import cache
 from django.core.management import CommandError, call_command
+from django.urls import reverse
 
 from assistant import modelapi
-from assistant.capacity_probe import Cell, RequestResult, suggest
-from assistant.models import ModelProfile
+from assistant.capacity_probe import DEFAULT_MAX_REQUESTS, Cell, RequestResult, suggest
+from assistant.models import CapacityProbeRun, ModelProfile
 from assistant.simulator import SimulatorConfig, SimulatorServer
+from assistant.tasks import run_capacity_probe
 
 pytestmark = pytest.mark.django_db
 
@@ -128,3 +130,79 @@ def test_it_caps_the_input_below_a_size_where_nothing_finished():
     assert suggestion.long_prompt_tokens == 2049
     assert suggestion.long_prompt_cost == 4
     assert suggestion.input_limit == 4096
+
+
+@pytest.fixture
+def probed_profile(capacity_api):
+    return ModelProfile.ensure("deepseek-v3")
+
+
+def start_probe_from_admin(admin_client, profile):
+    return admin_client.post(
+        reverse("admin:assistant_modelprofile_changelist"),
+        {"action": "probe_capacity", "_selected_action": [profile.pk]},
+        follow=True,
+    )
+
+
+def test_the_admin_action_queues_one_bounded_probe_per_model(
+    admin_client, probed_profile, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks() as dispatched:
+        start_probe_from_admin(admin_client, probed_profile)
+        again = start_probe_from_admin(admin_client, probed_profile)
+
+    run = CapacityProbeRun.objects.get()
+    assert run.status == CapacityProbeRun.Status.QUEUED
+    assert run.max_requests == DEFAULT_MAX_REQUESTS and run.timeout > 0
+    assert len(dispatched) == 1
+    assert "deepseek-v3" in again.content.decode()
+    assert CapacityProbeRun.objects.count() == 1
+
+
+def test_a_probe_from_admin_keeps_the_seed_table_and_its_limits_apply(
+    admin_client, probed_profile
+):
+    run = CapacityProbeRun.objects.create(
+        profile=probed_profile,
+        concurrency=[1, 4],
+        contexts=[2048, 4096],
+        max_requests=20,
+        timeout=2.0,
+    )
+
+    run_capacity_probe(run.pk)
+    run_capacity_probe(run.pk)  # delivered twice: probed once
+
+    run.refresh_from_db()
+    assert run.status == CapacityProbeRun.Status.DONE, run.error
+    assert run.requests_sent <= 20
+    cells = {(cell["context"], cell["concurrency"]): cell for cell in run.cells}
+    assert cells[(2048, 4)]["total_rate"] > cells[(2048, 1)]["total_rate"] > 0
+    assert cells[(2048, 4)]["over_timeout"] == 0
+    assert cells[(4096, 4)]["over_timeout"] > 0
+    assert run.suggestion["concurrency_limit"] >= 1 and run.reasons
+
+    page = admin_client.get(
+        reverse("admin:assistant_capacityproberun_change", args=[run.pk])
+    )
+    assert page.status_code == 200
+    assert str(cells[(2048, 4)]["total_rate"]) in page.content.decode()
+
+    admin_client.post(
+        reverse("admin:assistant_capacityproberun_changelist"),
+        {"action": "apply_suggestion", "_selected_action": [run.pk]},
+    )
+    probed_profile.refresh_from_db()
+    for name, value in run.suggestion.items():
+        assert getattr(probed_profile, name) == value
+
+
+def test_only_staff_reach_the_probe(client, probed_profile):
+    from tests.factories import make_user
+
+    client.force_login(make_user())
+    response = start_probe_from_admin(client, probed_profile)
+
+    assert CapacityProbeRun.objects.count() == 0
+    assert "login" in response.redirect_chain[-1][0]

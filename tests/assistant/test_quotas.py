@@ -1,15 +1,22 @@
 """Quotas at the edge: exactly at the limit, one over, the local resets."""
 
 import datetime
+import threading
+import time
+import uuid
 from zoneinfo import ZoneInfo
 
 import pytest
 from django.contrib.auth.models import Group
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 
+from assistant import quotas
+from assistant.admission import BATCH, INTERACTIVE, Cancelled
+from assistant.completion import CompletionFailure, complete
 from assistant.eventlog import get_event_log
 from assistant.metering import record_request
-from assistant.models import Quota, UsageRecord
+from assistant.models import ModelProfile, OpenRequest, Quota, UsageRecord
 from assistant.quotas import check_quota, limits_for
 from chat.models import Message
 from chat.tasks import generate_reply
@@ -226,3 +233,99 @@ def test_it_needs_either_a_user_or_a_group():
         Quota(
             user=make_user(), group=Group.objects.create(name="g"), daily_tokens=1
         ).full_clean()
+
+
+def polish(user, text="Polish: the results is good.", priority=BATCH, stop_key=None):
+    return complete(
+        ModelProfile.ensure("deepseek-v3"),
+        [{"role": "user", "content": text}],
+        200,
+        user_id=user.pk,
+        kind="polish",
+        priority=priority,
+        stop_key=stop_key or f"test:quota:{uuid.uuid4().hex}",
+    )
+
+
+def test_a_chat_reply_counts_the_users_polish_requests_in_flight(model_api):
+    user = make_user()
+    Quota.objects.create(user=user, concurrent_requests=1)
+    OpenRequest.objects.create(user=user, kind="polish")
+    _, reply = queue_reply(make_conversation(user), "a question")
+
+    generate_reply(reply.pk)
+
+    reply.refresh_from_db()
+    assert reply.error_code == "quota_concurrent"
+    assert reply.error_params == {"limit": 1, "open": 1}
+    assert model_api.stats["requests"] == 0
+
+
+def test_interactive_work_over_the_limit_is_refused_with_the_figures(model_api):
+    user = make_user()
+    Quota.objects.create(user=user, concurrent_requests=1)
+    _, writing = queue_reply(make_conversation(user), "first")
+    Message.objects.filter(pk=writing.pk).update(status=Message.Status.STREAMING)
+
+    with pytest.raises(CompletionFailure) as refused:
+        polish(user, priority=INTERACTIVE)
+
+    assert refused.value.code == "quota_concurrent"
+    assert "limit 1" in refused.value.detail and "open 1" in refused.value.detail
+    assert model_api.stats["requests"] == 0
+    assert not OpenRequest.objects.exists()
+
+
+def test_a_request_left_by_a_dead_worker_stops_counting(model_api, settings):
+    user = make_user()
+    Quota.objects.create(user=user, concurrent_requests=1)
+    stale = OpenRequest.objects.create(user=user, kind="polish")
+    too_old = quotas.in_flight_since() - datetime.timedelta(seconds=1)
+    OpenRequest.objects.filter(pk=stale.pk).update(started=too_old)
+
+    assert polish(user).answer
+    assert model_api.stats["requests"] == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_batch_work_over_the_limit_waits_for_the_users_earlier_requests(model_api):
+    user = make_user()
+    Quota.objects.create(user=user, concurrent_requests=1)
+    # A slow first chunk, then a second that must not start before it ends.
+    results = {}
+
+    def run(name, text):
+        results[name] = polish(user, text)
+
+    first = threading.Thread(
+        target=run, args=["first", "[[sim delay=0.05 words=60]] Polish this."]
+    )
+    first.start()
+    while not OpenRequest.objects.exists() and first.is_alive():
+        time.sleep(0.01)
+    second = threading.Thread(target=run, args=["second", "Polish that."])
+    second.start()
+    first.join(30)
+    second.join(30)
+
+    assert results["first"].answer and results["second"].answer
+    assert model_api.stats["max_active"] == 1
+    assert model_api.stats["requests"] == 2
+    assert not OpenRequest.objects.exists()
+    first_record, second_record = UsageRecord.objects.order_by("pk")
+    assert second_record.queue_ms is not None
+
+
+def test_batch_work_waiting_its_turn_can_be_stopped(model_api):
+    user = make_user()
+    Quota.objects.create(user=user, concurrent_requests=1)
+    OpenRequest.objects.create(user=user, kind="polish")
+    stop_key = f"test:quota:{uuid.uuid4().hex}"
+    cache.set(stop_key, True, 30)
+
+    with pytest.raises(Cancelled):
+        polish(user, stop_key=stop_key)
+
+    assert model_api.stats["requests"] == 0
+    assert OpenRequest.objects.count() == 1
+    assert UsageRecord.objects.get().end_state == "stopped"

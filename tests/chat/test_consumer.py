@@ -344,3 +344,39 @@ async def test_it_shows_a_question_sent_in_one_tab_in_the_others():
     assert sent[-1]["client_token"] == "t1"
     await sender.disconnect()
     await watcher.disconnect()
+
+
+async def test_it_shows_a_place_in_the_queue_as_soon_as_a_question_is_posted(
+    model_api,
+):
+    """The model's one slot is held by a colleague: the place comes at once."""
+    from assistant.admission import get_admission
+    from assistant.completion import pool_name
+    from assistant.models import ModelProfile
+
+    profile = await database_sync_to_async(ModelProfile.ensure)("deepseek-v3")
+    profile.concurrency_limit = 1
+    await database_sync_to_async(profile.save)()
+    pool = await database_sync_to_async(pool_name)("deepseek-v3")
+    admission = get_admission()
+    colleague = admission.try_admit(admission.enqueue(pool, "colleague"), 1)
+    assert colleague is not None
+
+    user = await database_sync_to_async(make_user)()
+    communicator = await connect(user)
+    try:
+        await communicator.send_json_to(
+            {"action": "send", "text": "Queue me", "model": "deepseek-v3"}
+        )
+        messages = await receive_until(
+            communicator,
+            lambda m: m.get("kind") == "queue" and m.get("expected"),
+        )
+        assert messages[-1]["position"] == 1
+        assert messages[-1]["message_id"] == messages[0]["reply"]["id"]
+
+        colleague.release()
+        await receive_until(communicator, is_end)
+    finally:
+        colleague.release()
+        await communicator.disconnect()

@@ -141,16 +141,7 @@ class Command(BaseCommand):
             self.stdout.write(f"  {reason}")
 
     def _save(self, model, suggestion):
-        fields = {
-            name: getattr(suggestion, name)
-            for name in (
-                "concurrency_limit",
-                "long_prompt_tokens",
-                "long_prompt_cost",
-                "input_limit",
-            )
-            if getattr(suggestion, name) is not None
-        }
+        fields = suggestion.profile_fields()
         if not fields:
             raise CommandError("Nothing to save: the probe suggests no limit.")
 
