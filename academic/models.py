@@ -532,3 +532,7 @@ class ChangeDecision(models.Model):
 
     def __str__(self):
         return f"{self.chunk}#{self.change_index}={self.accepted}"
+
+
+# The code project analysis keeps its rows in a module of its own.
+from academic.code_models import CodeAnalysis, CodeFile, CodePart  # noqa: E402, F401

@@ -222,6 +222,7 @@ class UsageRecord(models.Model):
         CHAT = "chat", _("chat")
         POLISH = "polish", _("academic polish")
         CONVERT = "convert", _("image to LaTeX")
+        CODE = "code", _("code analysis")
         API = "api", _("API")
 
     # The same terms as chat.models.Message.Status, for every feature.

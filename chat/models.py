@@ -36,6 +36,10 @@ class Conversation(models.Model):
     title_is_auto = models.BooleanField(default=True)
     model = models.CharField(_("model"), max_length=200, blank=True)
     pinned = models.BooleanField(_("pinned"), default=False)
+    # What the system message carries after the app's instructions, for a
+    # conversation about something, e.g. a code project's map
+    # (academic.code_actions). Sized by whoever sets it.
+    context = models.TextField(_("context"), blank=True)
     # Set when the user deletes the conversation; it is hidden at once and
     # purged for good once the undo window has passed (see chat.actions).
     deleted_at = models.DateTimeField(null=True, blank=True)

@@ -68,6 +68,10 @@ streamed replies are paced by the load instead of `delay`: concurrent
 replies share a total rate that levels off, and too many long prompts stall
 (see assistant.simulator.capacity).
 
+A code analysis's requests and follow-up questions are answered from their
+prompt (assistant.simulator.codereading), so a test sees which file:line
+references reached the model.
+
 Tests can also script the next chat reply: queue_events() replays a
 stream-cases entry's events verbatim, queue_error() answers with an HTTP error.
 """
@@ -89,7 +93,14 @@ from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from assistant.simulator import capacity, faults, polish, replies, vision
+from assistant.simulator import (
+    capacity,
+    codereading,
+    faults,
+    polish,
+    replies,
+    vision,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -482,7 +493,7 @@ def parse_chat_request(body, config):
         settings=settings,
         question=question,
         prompt_tokens=estimate_prompt_tokens(messages),
-        answer=image_answer,
+        answer=image_answer or codereading.answer_for(messages),
     )
 
 
