@@ -29,6 +29,9 @@ FILE_MAP_TOKENS = 600
 OVERVIEW_MAP_SHARE = 0.4
 CONVERSATION_CONTEXT_SHARE = 0.5
 STOP_KEY_SECONDS = 7 * 24 * 3600
+CUT_MARK = " [cut for space]"
+# Room for the line that says how many summaries were left out.
+LEFT_OUT_ALLOWANCE = 16
 
 
 def part_budget(profile):
@@ -149,14 +152,22 @@ def cancel_analysis(analysis):
 
 
 def overview_messages(analysis, profile):
-    """The overview prompt, the map and the summaries cut to fit the model."""
-    room = profile.input_limit - estimate_tokens(
+    """The overview prompt, the map and the summaries cut to fit the model.
+
+    The prompt leaves half the output cap free in the context, so that the
+    overview is not starved by its own material.
+    """
+    overhead = estimate_tokens(
         code_prompts.overview_messages(analysis.language, analysis.name, "", [])
     )
+    limit = min(
+        profile.input_limit,
+        profile.context_window - profile.max_output_tokens // 2 - SAFETY_MARGIN,
+    )
+    room = limit - overhead
     map_text = codemap.map_text(analysis.project_map, int(room * OVERVIEW_MAP_SHARE))
-    summaries = _summaries(analysis)
     left = room - count_text_tokens(map_text)
-    summaries = _fit_summaries(summaries, left)
+    summaries = fit_summaries(_summaries(analysis), left)
     return code_prompts.overview_messages(
         analysis.language, analysis.name, map_text, summaries
     )
@@ -170,18 +181,32 @@ def _summaries(analysis):
     ]
 
 
-def _fit_summaries(summaries, budget):
-    """The summaries, each cut to an equal share when together they are too
-    long; the cut is said in the text so the model does not take it as all."""
-    total = sum(count_text_tokens(text) + 8 for _heading, text in summaries)
-    if total <= budget or not summaries:
+def _summary_cost(heading, text):
+    return count_text_tokens(f"### {heading}\n{text}\n\n")
+
+
+def fit_summaries(summaries, budget):
+    """The summaries within `budget` tokens: each cut to an equal share when
+    together they are too long, and the last ones left out when even that
+    is too much. Both are said in the text, so the model does not take a
+    part for the whole."""
+    if sum(_summary_cost(h, t) for h, t in summaries) <= budget:
         return summaries
-    share = max(20, budget // len(summaries) - 8)
+
+    share = budget // max(1, len(summaries))
     fitted = []
-    for heading, text in summaries:
-        while count_text_tokens(text) > share and len(text) > 40:
+    used = 0
+    for index, (heading, text) in enumerate(summaries):
+        while _summary_cost(heading, text + CUT_MARK) > share and len(text) > 40:
             text = text[: int(len(text) * 0.8)]
-        fitted.append((heading, text.rstrip() + " [cut for space]"))
+        entry = (heading, text.rstrip() + CUT_MARK)
+        cost = _summary_cost(*entry)
+        if used + cost > budget - LEFT_OUT_ALLOWANCE:
+            left = len(summaries) - index
+            fitted.append(("…", f"{left} more summaries left out for space."))
+            break
+        fitted.append(entry)
+        used += cost
     return fitted
 
 

@@ -26,7 +26,7 @@ import posixpath
 import re
 import tomllib
 
-from academic.codebase import BUILD, CPP, PYTHON
+from academic.codebase import CPP, PYTHON
 from chat.prompt import count_text_tokens
 
 logger = logging.getLogger(__name__)
@@ -257,9 +257,11 @@ def _setup_py_scripts(text):
     return found
 
 
-def _line_of(text, needle):
+def _line_of(text, key):
+    """The line where `key` is assigned ("key = ..."), else the first line."""
+    assignment = re.compile(rf"""^\s*["']?{re.escape(key)}["']?\s*=""")
     for number, line in enumerate(text.splitlines(), start=1):
-        if needle in line:
+        if assignment.match(line):
             return number
     return 1
 
@@ -540,7 +542,3 @@ def map_for_file(project_map, path):
         if module["path"] == path:
             return module_text(module)
     return ""
-
-
-def is_build_file(language):
-    return language == BUILD
