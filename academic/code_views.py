@@ -36,6 +36,12 @@ PARSER_NOTES = {
         "a pattern): no C++ parser is installed."
     ),
 }
+ENTRY_KINDS = {
+    "main_guard": _lazy("runs as a script"),
+    "main_module": _lazy("runs with python -m"),
+    "console_script": _lazy("console script"),
+    "main_function": _lazy("main function"),
+}
 # A tag of sanitised HTML, quoted attribute values and all.
 HTML_TAG = re.compile(r"""(<(?:[^>"']|"[^"]*"|'[^']*')*>)""")
 
@@ -118,7 +124,10 @@ def analysis(request, pk):
         "analysis": analysis,
         "files": files,
         "modules": analysis.project_map.get("modules", []),
-        "entry_points": analysis.project_map.get("entry_points", []),
+        "entry_points": [
+            {**entry, "label": ENTRY_KINDS.get(entry["kind"], entry["kind"])}
+            for entry in analysis.project_map.get("entry_points", [])
+        ],
         "parser_note": PARSER_NOTES.get(analysis.project_map.get("cpp_parser")),
         "skipped": [
             {"path": item["path"], "reason": codebase.skip_reason(item["reason"])}
