@@ -16,6 +16,7 @@ bounded before anything is read. Then each file is kept or skipped:
     too_large   over MAX_FILE_BYTES, usually data or generated tables
     encoding    text in no encoding academic.encoding recognises
     limit       beyond MAX_ANALYSED_FILES
+    long_path   a path longer than MAX_PATH_CHARS, more than a row keeps
 
 The skipped list is shown on the analysis page, so nothing is dropped
 without the reader seeing it.
@@ -36,6 +37,8 @@ MAX_MEMBERS = 2000
 MAX_TOTAL_BYTES = 50 * 1024 * 1024
 MAX_FILE_BYTES = 512 * 1024
 MAX_ANALYSED_FILES = 150
+# CodeFile.path's max_length.
+MAX_PATH_CHARS = 500
 GENERATED_HEAD_LINES = 5
 
 PYTHON = "python"
@@ -112,6 +115,7 @@ SKIP_REASONS = {
     "too_large": _("Larger than the limit for one file."),
     "encoding": _("Its character encoding could not be recognised."),
     "limit": _("Beyond the number of files one analysis reads."),
+    "long_path": _("Its path is too long."),
 }
 
 
@@ -205,6 +209,8 @@ def _classify(code_project, path, data):
 
 
 def _skip_reason(path, data, language):
+    if len(path) > MAX_PATH_CHARS:
+        return "long_path"
     if _is_vendored(path):
         return "vendored"
     if language is None:

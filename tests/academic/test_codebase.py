@@ -57,6 +57,7 @@ def test_it_leaves_out_vendored_generated_and_oversized_files():
             "app/logo.png": b"\x89PNG\r\n",
             "README.md": "# App\n",
             "CMakeLists.txt": "project(app)\n",
+            "deep/" + "d" * 500 + ".py": "x = 1\n",
         }
     )
 
@@ -69,6 +70,7 @@ def test_it_leaves_out_vendored_generated_and_oversized_files():
         "app/parser_pb2.py": "generated",
         "app/table.h": "too_large",
         "app/logo.png": "not_source",
+        "deep/" + "d" * 500 + ".py": "long_path",
     }
     languages = {s.path: s.language for s in code_project.files}
     assert languages == {
