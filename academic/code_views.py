@@ -2,6 +2,7 @@
 file's source, Cancel, and the follow-up conversation."""
 
 import re
+from html import unescape
 
 from django import forms
 from django.conf import settings
@@ -212,8 +213,6 @@ def linked_html(analysis, text, paths):
 
 
 def _reference_link(analysis, match):
-    from html import unescape
-
     path = unescape(match[1])
     url = _source_url(analysis, path, int(match[2]))
     return f'<a href="{escape(url)}" data-code-ref>{match[0]}</a>'

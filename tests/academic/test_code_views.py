@@ -6,6 +6,7 @@ import re
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
+from django.utils.html import escape
 
 from academic.code_models import CodeAnalysis
 from academic.code_tasks import write_overview
@@ -123,15 +124,9 @@ def test_it_links_references_in_the_summaries_to_the_source(
     ]
     assert f'id="L{link[2]}"' in source
     assert re.search(
-        rf'id="L{link[2]}">.*?<pre>{re.escape(_escaped(line))}</pre>', source
+        rf'id="L{link[2]}">.*?<pre>{re.escape(escape(line))}</pre>', source
     )
     assert "data-code-diagram" in page and 'data-node="h11/_connection.py"' in page
-
-
-def _escaped(text):
-    from django.utils.html import escape
-
-    return escape(text)
 
 
 def test_it_escapes_what_the_model_writes(client, researcher, model_api):
