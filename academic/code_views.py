@@ -43,6 +43,8 @@ ENTRY_KINDS = {
     "console_script": _lazy("console script"),
     "main_function": _lazy("main function"),
 }
+# Fenced blocks and code spans of Markdown, whose text stays as written.
+CODE_IN_MARKDOWN = re.compile(r"(```.*?```|`[^`\n]*`)", re.DOTALL)
 # A tag of sanitised HTML, quoted attribute values and all.
 HTML_TAG = re.compile(r"""(<(?:[^>"']|"[^"]*"|'[^']*')*>)""")
 
@@ -191,10 +193,11 @@ def linked_html(analysis, text, paths):
     """
     if not text:
         return ""
-    html = render_markdown(text)
     if not paths:
-        return mark_safe(html)  # noqa: S308 - sanitised by render_markdown
-    names = "|".join(re.escape(escape(path)) for path in sorted(paths, key=len)[::-1])
+        return mark_safe(render_markdown(text))  # noqa: S308 - sanitised
+    longest_first = sorted(paths, key=len, reverse=True)
+    html = render_markdown(_quote_references(text, longest_first))
+    names = "|".join(re.escape(escape(path)) for path in longest_first)
     reference = re.compile(rf"(?<![\w/.-])({names}):(\d+)(?:-(\d+))?")
     pieces = HTML_TAG.split(html)
     in_link = False
@@ -210,6 +213,18 @@ def linked_html(analysis, text, paths):
                 lambda match: _reference_link(analysis, match), piece
             )
     return mark_safe("".join(pieces))  # noqa: S308 - only our own links added
+
+
+def _quote_references(text, paths):
+    """`text` with bare path:line references put in code spans, outside the
+    code already there, so that Markdown cannot read the underscores of
+    "__init__.py:3" as emphasis."""
+    names = "|".join(re.escape(path) for path in paths)
+    reference = re.compile(rf"(?<![\w/.`-])(?:{names}):\d+(?:-\d+)?(?![\w`])")
+    pieces = CODE_IN_MARKDOWN.split(text)
+    for index in range(0, len(pieces), 2):
+        pieces[index] = reference.sub(lambda match: f"`{match[0]}`", pieces[index])
+    return "".join(pieces)
 
 
 def _reference_link(analysis, match):

@@ -396,12 +396,17 @@ def _cpp_function(node, data):
     declarator = node.child_by_field_name("declarator")
     # Pointers, references and the like wrap the function declarator.
     while declarator is not None and declarator.type != "function_declarator":
-        declarator = declarator.child_by_field_name("declarator")
-    name = "?"
-    if declarator is not None:
-        inner = declarator.child_by_field_name("declarator")
-        if inner is not None:
-            name = _text(inner, data)
+        # A reference declarator holds its inner declarator unnamed.
+        declarator = declarator.child_by_field_name("declarator") or next(
+            iter(declarator.named_children), None
+        )
+    if declarator is not None and declarator.child_by_field_name("declarator"):
+        name = _text(declarator.child_by_field_name("declarator"), data)
+    else:
+        # A conversion operator ("operator T*() const") has no function
+        # declarator; its name is what comes before the parameters.
+        outer = node.child_by_field_name("declarator")
+        name = _text(outer, data).split("(")[0] if outer is not None else "?"
     return {
         "name": " ".join(name.split()),
         "line": node.start_point[0] + 1,

@@ -51,12 +51,15 @@ def _part_answer(user, source):
     numbers = [int(m["number"]) for m in NUMBERED_LINE.finditer(source["body"])]
     first, last = (numbers[0], numbers[-1]) if numbers else (1, 1)
     found = [
-        f"- {kind} `{name}` at {path}:{line}"
+        f"- {kind} `{name}` at `{path}:{line}`"
         for kind, name, line in _definitions(user, path)
         if first <= line <= last
     ]
-    lines = [f"This part of {path} (lines {first}-{last}) starts at {path}:{first}."]
-    lines += found or [f"- No definitions in {path}:{first}-{last}."]
+    lines = [
+        f"This part of `{path}` (lines {first}-{last}) starts at `{path}:{first}`.",
+        "",
+    ]
+    lines += found or [f"- No definitions in `{path}:{first}-{last}`."]
     return "\n".join(lines)
 
 
@@ -89,13 +92,15 @@ def _overview_answer(user):
         f"## Purpose\n\n{name} as read from its map and summaries.",
         "## Architecture\n\n"
         + (
-            "\n".join(f"- {path}:1 imports {targets}" for path, targets in importers)
+            "\n".join(
+                f"- `{path}:1` imports `{targets}`" for path, targets in importers
+            )
             or "- No imports between the project's files."
         ),
         "## Entry points\n\n" + ("\n".join(entries) or "- none"),
         "## How to build and run\n\nSee the build files in the map.",
         "## Notable algorithms\n\n"
-        + "\n".join(f"- summarised: {heading}" for heading in headings),
+        + "\n".join(f"- summarised: `{heading}`" for heading in headings),
         "## Risks and smells\n\nNone beyond those in the summaries.",
     ]
     return "\n\n".join(sections)
@@ -109,13 +114,13 @@ def _follow_up_answer(system, question):
             if match["name"].lower() in words:
                 quoted.append(
                     f"- {match['kind']} `{match['name']}` is at "
-                    f"{match['path']}:{match['line']}"
+                    f"`{match['path']}:{match['line']}`"
                 )
         for method in METHOD.finditer(line.split("; methods: ", 1)[-1]):
             if "; methods: " in line and method["name"].lower() in words:
                 quoted.append(
                     f"- method `{method['name']}` is at "
-                    f"{method['path']}:{method['line']}"
+                    f"`{method['path']}:{method['line']}`"
                 )
     if not quoted:
         return "The project map names nothing from the question."

@@ -60,7 +60,7 @@ def test_it_summarises_each_h11_file_and_cites_its_lines(model_api, eager_overvi
     )
     keep_alive = next(f for f in connection["functions"] if f["name"] == "_keep_alive")
     # The simulator answers from the prompt: the reference came from the map.
-    assert f"`_keep_alive` at h11/_connection.py:{keep_alive['line']}" in part.summary
+    assert f"`_keep_alive` at `h11/_connection.py:{keep_alive['line']}`" in part.summary
 
 
 def test_it_sends_numbered_lines_and_the_file_map(model_api, eager_overview):
@@ -89,8 +89,8 @@ def test_it_writes_the_overview_from_the_map_and_summaries(model_api, eager_over
     assert "Project map:" in overview_prompt
     assert "### greenlet/TGreenlet.cpp:1-" in overview_prompt
     assert "## Architecture" in analysis.overview
-    assert "greenlet/greenlet.cpp:1 imports" in analysis.overview
-    assert "summarised: greenlet/TGreenlet.hpp:1-" in analysis.overview
+    assert "`greenlet/greenlet.cpp:1` imports" in analysis.overview
+    assert "summarised: `greenlet/TGreenlet.hpp:1-" in analysis.overview
 
 
 def test_it_cuts_long_files_into_parts_within_the_budget(model_api, eager_overview):

@@ -144,6 +144,23 @@ def test_it_escapes_what_the_model_writes(client, researcher, model_api):
     )
 
 
+def test_it_keeps_underscores_of_a_bare_reference_from_markdown(
+    client, researcher, model_api
+):
+    analysis = start(b"x = 1\n", name="__init__.py", owner=researcher)
+    analysis.parts.get().finish("See __init__.py:1 and `__init__.py:1`.")
+
+    page = client.get(analysis.get_absolute_url()).content.decode()
+
+    links = re.findall(
+        r'<code><a href="/code/\d+/source/__init__.py#L1" data-code-ref>'
+        r"__init__.py:1</a></code>",
+        page,
+    )
+    assert len(links) == 2
+    assert "<strong>init</strong>" not in page
+
+
 def test_it_reports_progress_as_json(client, researcher, model_api, eager_overview):
     analysis = start(h11_zip(), owner=researcher)
     url = reverse("academic-code-status", args=[analysis.pk])

@@ -19,8 +19,8 @@ def part(first_line, lines):
 def test_it_names_only_the_definitions_within_the_part():
     answer = codereading.answer_for(part(1, ["x"] * 10))
 
-    assert "class `Engine` at app/core.py:3" in answer
-    assert "method `run` at app/core.py:5" in answer
+    assert "class `Engine` at `app/core.py:3`" in answer
+    assert "method `run` at `app/core.py:5`" in answer
     assert "app/core.py:15" not in answer and "helper" not in answer
 
 
@@ -33,7 +33,7 @@ def test_it_answers_a_follow_up_from_the_map_in_the_system_message():
 
     answer = codereading.answer_for(messages)
 
-    assert answer == "From the project map:\n\n- method `stop` is at app/core.py:15"
+    assert answer == "From the project map:\n\n- method `stop` is at `app/core.py:15`"
 
 
 def test_it_leaves_other_requests_alone():
