@@ -1,6 +1,13 @@
 from django.contrib import admin
 
-from academic.models import Conversion, PolishChunk, PolishFile, PolishJob
+from academic.models import (
+    CodeAnalysis,
+    CodePart,
+    Conversion,
+    PolishChunk,
+    PolishFile,
+    PolishJob,
+)
 
 
 @admin.register(Conversion)
@@ -47,3 +54,22 @@ class PolishJobAdmin(admin.ModelAdmin):
     readonly_fields = ["owner", "task", "preset", "model", "file_name", "status"]
     exclude = ["archive", "cache_key", "is_project"]
     inlines = [PolishFileInline, PolishChunkInline]
+
+
+class CodePartInline(admin.TabularInline):
+    model = CodePart
+    fields = ["position", "file", "first_line", "last_line", "status", "failure_code"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+
+@admin.register(CodeAnalysis)
+class CodeAnalysisAdmin(admin.ModelAdmin):
+    list_display = ["pk", "owner", "name", "model", "status", "created"]
+    list_filter = ["status", "model"]
+    search_fields = ["owner__username", "name"]
+    readonly_fields = ["owner", "name", "model", "status", "overview_status"]
+    # The map, the skipped list and the overview are read on the page.
+    exclude = ["project_map", "skipped", "cache_key", "conversation"]
+    inlines = [CodePartInline]

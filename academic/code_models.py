@@ -3,7 +3,9 @@ model's summary of each part of each file, and its overview of the whole.
 
 The part summaries run side by side as polish chunks do (academic.tasks),
 each through assistant.completion; the overview is asked for once the last
-part has ended, from the map and the summaries. Everything the page shows
+part has ended, from the map and the summaries. A file cut into several
+parts has a summary per part and none of its own: the overview is where
+they meet. Everything the page shows
 is on these rows, so a reload shows the same analysis.
 """
 

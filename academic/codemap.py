@@ -386,6 +386,8 @@ def _add_cpp_class(node, module, data):
             "name": _text(name, data),
             "line": node.start_point[0] + 1,
             "end_line": node.end_point[0] + 1,
+            # C++ base classes are not read: the map shows the class and
+            # its methods only, and the model reads the bases in the source.
             "bases": [],
             "methods": methods,
         }

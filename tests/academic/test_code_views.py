@@ -4,6 +4,7 @@ the source view, progress JSON, Cancel and the follow-up conversation."""
 import re
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from django.utils.html import escape
@@ -213,3 +214,17 @@ def test_it_links_the_analysis_from_the_chat_sidebar(client, researcher, model_a
     page = client.get(reverse("chat-home")).content.decode()
 
     assert f'href="{reverse("academic-code-home")}" data-code-link' in page
+
+
+def test_it_lists_analyses_in_the_admin(client):
+    admin = get_user_model().objects.create_superuser("admin", password="x-9-long-pass")
+    analysis = start(b"x = 1\n", name="tool.py")
+    client.force_login(admin)
+
+    listing = client.get(reverse("admin:academic_codeanalysis_changelist"))
+    detail = client.get(
+        reverse("admin:academic_codeanalysis_change", args=[analysis.pk])
+    )
+
+    assert listing.status_code == 200 and "tool.py" in listing.content.decode()
+    assert detail.status_code == 200
