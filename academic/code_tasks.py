@@ -54,7 +54,9 @@ def _summarise(part):
         messages = code_prompts.part_messages(
             analysis.language,
             part.file.path,
-            codemap.map_for_file(analysis.project_map, part.file.path),
+            codemap.map_for_file(
+                analysis.project_map, part.file.path, code_actions.FILE_MAP_TOKENS
+            ),
             part.lines(),
             part.first_line,
             part.file.text.count("\n") + 1,

@@ -543,9 +543,21 @@ def map_text(project_map, budget):
     return "\n".join(parts)
 
 
-def map_for_file(project_map, path):
-    """The map's entry for one file, or "" if it has none (a build file)."""
-    for module in project_map["modules"]:
-        if module["path"] == path:
-            return module_text(module)
-    return ""
+def map_for_file(project_map, path, budget):
+    """The map's entry for one file within `budget` tokens, or "" if it has
+    none (a build file). A long entry keeps its first lines and says how
+    many were left out."""
+    module = next((m for m in project_map["modules"] if m["path"] == path), None)
+    if module is None:
+        return ""
+    lines = module_text(module).split("\n")
+    kept = []
+    used = 0
+    for index, line in enumerate(lines):
+        cost = count_text_tokens(line) + 1
+        if used + cost > budget - 16:
+            kept.append(f"  ({len(lines) - index} more lines of the map left out)")
+            break
+        kept.append(line)
+        used += cost
+    return "\n".join(kept)

@@ -233,3 +233,13 @@ def test_it_draws_the_imports_with_escaped_labels():
     )
     imported_y = int(re.search(r'data-node="c.py"><rect x="\d+" y="(\d+)"', svg)[1])
     assert importer_y < imported_y
+
+
+def test_it_cuts_one_files_map_to_its_budget():
+    project_map = codemap.build_map(codebase.read_upload("h11.zip", h11_zip()).files)
+
+    text = codemap.map_for_file(project_map, "h11/_connection.py", 120)
+
+    assert text.startswith("h11/_connection.py (")
+    assert codemap.count_text_tokens(text) <= 120
+    assert re.search(r"\(\d+ more lines of the map left out\)$", text)
