@@ -215,7 +215,8 @@ def open_conversation(analysis):
 
     It is an ordinary chat conversation whose system message also carries
     the project map and the overview (chat.prompt), cut to a share of the
-    model's input so that questions and answers still fit.
+    model's input so that questions and answers still fit. One opened
+    before the overview is written carries the map alone, and keeps it so.
     """
     conversation = analysis.conversation
     if conversation is not None and conversation.deleted_at is None:
