@@ -1,6 +1,14 @@
 from django.contrib import admin
 
-from academic.models import Conversion, Paper, PolishChunk, PolishFile, PolishJob
+from academic.models import (
+    CodeAnalysis,
+    CodePart,
+    Conversion,
+    Paper,
+    PolishChunk,
+    PolishFile,
+    PolishJob,
+)
 
 
 @admin.register(Conversion)
@@ -57,3 +65,22 @@ class PaperAdmin(admin.ModelAdmin):
     search_fields = ["owner__username", "title", "file_name"]
     raw_id_fields = ["owner", "conversation"]
     readonly_fields = ["created", "finished_at"]
+
+
+class CodePartInline(admin.TabularInline):
+    model = CodePart
+    fields = ["position", "file", "first_line", "last_line", "status", "failure_code"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+
+@admin.register(CodeAnalysis)
+class CodeAnalysisAdmin(admin.ModelAdmin):
+    list_display = ["pk", "owner", "name", "model", "status", "created"]
+    list_filter = ["status", "model"]
+    search_fields = ["owner__username", "name"]
+    readonly_fields = ["owner", "name", "model", "status", "overview_status"]
+    # The map, the skipped list and the overview are read on the page.
+    exclude = ["project_map", "skipped", "cache_key", "conversation"]
+    inlines = [CodePartInline]

@@ -691,3 +691,5 @@ class PaperPart(models.Model):
 
     def __str__(self):
         return f"{self.paper_id}:{self.position}"
+# The code project analysis keeps its rows in a module of its own.
+from academic.code_models import CodeAnalysis, CodeFile, CodePart  # noqa: E402, F401

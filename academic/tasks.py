@@ -5,6 +5,7 @@ from celery import shared_task
 from django.conf import settings
 
 from academic import actions, img2tex
+from academic.code_tasks import summarise_part, write_overview  # noqa: F401
 from academic.generation import ChunkWriter
 from academic.models import Conversion, PolishChunk
 from assistant import metering, quotas

@@ -350,6 +350,7 @@ class UsageRecord(models.Model):
         CHAT = "chat", _("chat")
         POLISH = "polish", _("academic polish")
         CONVERT = "convert", _("image to LaTeX")
+        CODE = "code", _("code analysis")
         API = "api", _("API")
         PAPER = "paper", _("paper reading")
 

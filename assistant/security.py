@@ -34,7 +34,9 @@ def build_policy(host):
         "frame-ancestors": ["'none'"],
         "form-action": form_targets,
     }
-    return "; ".join(f"{name} {' '.join(values)}" for name, values in directives.items())
+    return "; ".join(
+        f"{name} {' '.join(values)}" for name, values in directives.items()
+    )
 
 
 class ContentSecurityPolicyMiddleware:

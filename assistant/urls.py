@@ -14,6 +14,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("academic/", include("academic.urls")),
     path("convert/", include("academic.convert_urls")),
+    path("code/", include("academic.code_urls")),
     path("usage/", usage_views.usage_home, name="usage-home"),
     path("usage/overview/", usage_views.usage_overview, name="usage-overview"),
     path("", include("chat.urls")),

@@ -52,6 +52,10 @@ class Conversation(models.Model):
         _("output limit (tokens)"), null=True, blank=True
     )
     thinking = models.BooleanField(_("thinking"), default=True)
+    # What the system message carries after the app's instructions, for a
+    # conversation about something, e.g. a code project's map
+    # (academic.code_actions). Sized by whoever sets it.
+    context = models.TextField(_("context"), blank=True)
     # Set when the user deletes the conversation; it is hidden at once and
     # purged for good once the undo window has passed (see chat.actions).
     deleted_at = models.DateTimeField(null=True, blank=True)

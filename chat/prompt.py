@@ -41,6 +41,9 @@ def build_messages(conversation, reply, system_prompt=None):
     while turns and turns[0]["role"] != Message.Role.USER:
         turns.pop(0)
 
+    if conversation.context:
+        system_prompt = "\n\n".join(filter(None, [system_prompt, conversation.context]))
+
     messages = []
     if system_prompt:
         messages.append({"role": "system", "content": system_prompt})

@@ -80,6 +80,10 @@ streamed replies are paced by the load instead of `delay`: concurrent
 replies share a total rate that levels off, and too many long prompts stall
 (see assistant.simulator.capacity).
 
+A code analysis's requests and follow-up questions are answered from their
+prompt (assistant.simulator.codereading), so a test sees which file:line
+references reached the model.
+
 Tests can also script the next chat reply: queue_events() replays a
 stream-cases entry's events verbatim, queue_error() answers with an HTTP error.
 """
@@ -101,7 +105,15 @@ from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from assistant.simulator import capacity, faults, polish, reading, replies, vision
+from assistant.simulator import (
+    capacity,
+    codereading,
+    faults,
+    polish,
+    reading,
+    replies,
+    vision,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -570,7 +582,11 @@ def parse_chat_request(body, config):
         settings=settings,
         question=question,
         prompt_tokens=estimate_prompt_tokens(messages),
-        answer=image_answer or reading.reply_for(messages),
+        answer=(
+            image_answer
+            or reading.reply_for(messages)
+            or codereading.answer_for(messages)
+        ),
         thinking=thinking,
     )
 

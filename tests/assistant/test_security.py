@@ -10,9 +10,7 @@ pytestmark = pytest.mark.django_db
 
 
 def directives(policy):
-    return {
-        part.split()[0]: part.split()[1:] for part in policy.split("; ") if part
-    }
+    return {part.split()[0]: part.split()[1:] for part in policy.split("; ") if part}
 
 
 def test_it_allows_scripts_only_from_the_apps_own_files(client):

@@ -51,7 +51,9 @@ def test_it_finds_a_message_and_manages_its_conversation(page):
 
     page.click("[data-delete]")
     page.wait_for_selector("[data-undo-delete]")
-    assert page.locator('[data-conversation-list] a:has-text("稳定性笔记")').count() == 0
+    assert (
+        page.locator('[data-conversation-list] a:has-text("稳定性笔记")').count() == 0
+    )
     page.click("[data-undo-delete]")
     page.wait_for_selector("[data-rename-input]")
     assert page.input_value("[data-rename-input]") == "稳定性笔记"

@@ -12,8 +12,10 @@ def test_it_chats_with_math_and_code_without_breaking_the_policy(page):
     violations = []
     page.on(
         "console",
-        lambda message: "Content Security Policy" in message.text
-        and violations.append(message.text),
+        lambda message: (
+            "Content Security Policy" in message.text
+            and violations.append(message.text)
+        ),
     )
     sign_in(page)
 

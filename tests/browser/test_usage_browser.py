@@ -48,9 +48,7 @@ def test_it_charts_the_days_use_from_the_chat_sidebar(page):
     titles = page.locator("[data-usage-chart] svg rect title").all_text_contents()
     today = titles[-1].split(" · ")[0]
     assert re.match(r"\d{4}-\d{2}-\d{2}$", today)
-    assert any(
-        re.match(rf"{today} · deepseek-v3 · \d+$", title) for title in titles
-    )
+    assert any(re.match(rf"{today} · deepseek-v3 · \d+$", title) for title in titles)
 
 
 def test_it_tells_a_user_over_quota_what_is_left_and_when_it_resets(page, live_app):

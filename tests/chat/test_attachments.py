@@ -163,7 +163,12 @@ def test_it_shows_the_files_of_a_question_on_the_page(client):
         conversation=conversation, role="user", content="see file"
     )
     Attachment.objects.create(
-        user=user, message=question, name="笔记.md", kind="markdown", text="x", size_bytes=1
+        user=user,
+        message=question,
+        name="笔记.md",
+        kind="markdown",
+        text="x",
+        size_bytes=1,
     )
 
     page = client.get(conversation.get_absolute_url()).content.decode()
