@@ -25,11 +25,15 @@ import importlib.util
 import io
 import logging
 import math
+import re
 import threading
 import time
 from dataclasses import dataclass
 
+from django.conf import settings
 from PIL import Image
+
+from academic.img2tex import strip_math_delimiters
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +60,13 @@ REPEAT_MIN_COUNT = 4
 # stayed above 0.5 and wrong readings fell below it somewhere: a threshold
 # from a handful of images, not a calibrated one.
 MIN_TOKEN_PROBABILITY = 0.5
+
+# The network was trained on sources wrapped as written in papers; a
+# single-line align* is only a wrapper, like \\[ ... \\].
+_SINGLE_LINE_ALIGN = re.compile(
+    r"\A\\begin\{align\*?\}(?P<body>(?:(?!&|\\\\).)*)\\end\{align\*?\}\Z",
+    re.DOTALL,
+)
 
 # Why a reading is doubtful; "" when it is not.
 TIMEOUT = "timeout"
@@ -87,6 +98,20 @@ def is_available():
         importlib.util.find_spec("torch") is not None
         and importlib.util.find_spec(PACKAGE) is not None
     )
+
+
+def enabled():
+    """True when formulas go to this engine first (IMG2TEX_ENGINE)."""
+    return settings.IMG2TEX_ENGINE in ("auto", "offline") and is_available()
+
+
+def clean_source(text):
+    """The formula without the delimiters the network wrote around it."""
+    text = text.strip()
+    match = _SINGLE_LINE_ALIGN.match(text)
+    if match:
+        text = match.group("body").strip()
+    return strip_math_delimiters(text)
 
 
 class _LoadedModel:
@@ -168,7 +193,7 @@ def read_formula(
             model, pixels, max_tokens, started + time_limit
         )
 
-    source = model.tokenizer.decode(written).strip()
+    source = clean_source(model.tokenizer.decode(written))
     seconds = time.monotonic() - started
     least_sure = min(probabilities, default=1.0)
     doubt = _doubt(source, stop, least_sure)
