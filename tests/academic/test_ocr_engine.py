@@ -1,0 +1,301 @@
+"""The optional offline formula engine, on the real network when installed.
+
+Tests marked `needs_engine` run the network itself (requirements-ocr.txt);
+without it they are skipped, unless REQUIRE_OFFLINE_ENGINE=1 (CI) turns its
+absence into a failure. The network is loaded once per test process.
+"""
+
+import importlib.util
+import json
+import os
+import threading
+
+import pytest
+from django.db import connections
+from django.utils import translation
+
+from academic import ocr_engine
+from academic.convert_views import conversion_data
+from academic.imaging import normalise
+from academic.models import Conversion
+from academic.tasks import OFFLINE_POOL, convert_image
+from assistant.admission import INTERACTIVE, wait_for_slot
+from assistant.models import UsageRecord
+from tests.factories import make_user
+
+VISION_MODEL = "qwen2.5-vl-sim"
+# Plain formulas it reads right, and the same display formula on a
+# transparent and on a dark background, which need imaging's steps.
+SCORED_IMAGES = [
+    "images/f01.png",
+    "images/f16.png",
+    "images/variants/f16_transparent.png",
+    "images/variants/f16_dark.png",
+]
+# Long enough that a busy machine does not cut the scored readings short;
+# the default limit has its own test.
+GENEROUS_SECONDS = 120.0
+
+
+@pytest.fixture(scope="session")
+def engine():
+    if not ocr_engine.is_available():
+        message = "the offline formula engine is not installed"
+        if os.environ.get("REQUIRE_OFFLINE_ENGINE") == "1":
+            pytest.fail(message)
+        pytest.skip(message + " (pip install -r requirements-ocr.txt)")
+    return ocr_engine.load()
+
+
+@pytest.fixture
+def offline(settings, engine):
+    settings.IMG2TEX_ENGINE = "auto"
+    settings.IMG2TEX_OFFLINE_TIME_LIMIT = GENEROUS_SECONDS
+    return engine
+
+
+def eval_png(shared_dir, name):
+    return normalise((shared_dir / "img2latex-eval" / name).read_bytes()).png
+
+
+def load_scorer(shared_dir):
+    path = shared_dir / "img2latex-eval" / "score.py"
+    spec = importlib.util.spec_from_file_location("eval_score", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def ground_truth(shared_dir):
+    path = shared_dir / "img2latex-eval" / "ground_truth.jsonl"
+    with open(path, encoding="utf-8") as rows:
+        return {row["file"]: row for row in map(json.loads, rows)}
+
+
+def make_conversion(shared_dir, name="images/f16.png", kind="formula"):
+    image = normalise((shared_dir / "img2latex-eval" / name).read_bytes())
+    return Conversion.objects.create(
+        owner=make_user(),
+        kind=kind,
+        target="latex",
+        image=image.png,
+        image_width=image.width,
+        image_height=image.height,
+        model=VISION_MODEL,
+    )
+
+
+# Without the network --------------------------------------------------------
+
+
+def test_it_sees_a_decoding_loop_in_a_repeating_tail():
+    loop = list(b"x^{2}+") + list(b"\\mathscr{A}") * 5
+
+    assert ocr_engine.repeating_tail(loop)
+    assert ocr_engine.repeating_tail([7] * 48)
+    assert not ocr_engine.repeating_tail([7] * 47)
+
+
+def test_it_lets_a_formula_repeat_short_pieces():
+    matrix_row = list(b"\\begin{pmatrix}1 & 0 & 0 \\\\ 0 & 1 & 0 \\\\ 0 & 0 & 1")
+
+    assert not ocr_engine.repeating_tail(matrix_row)
+    assert not ocr_engine.repeating_tail(list(b"a+b+c+d+e+f+g"))
+
+
+@pytest.mark.parametrize(
+    ("written", "source"),
+    [
+        (r"\begin{align*}b^2-4ac=0\end{align*}", "b^2-4ac=0"),
+        (r"\[\mathrm{cl}(X)\]", r"\mathrm{cl}(X)"),
+        (r"$$a+b$$", "a+b"),
+        (r"\begin{equation*}x\end{equation*}", "x"),
+        (
+            r"\begin{align*}a&=b\\c&=d\end{align*}",
+            r"\begin{align*}a&=b\\c&=d\end{align*}",
+        ),
+    ],
+)
+def test_it_strips_the_wrappers_the_network_writes(written, source):
+    assert ocr_engine.clean_source(written) == source
+
+
+# The network itself ---------------------------------------------------------
+
+
+def test_it_reads_plain_formulas_of_the_shared_set_above_a_floor(engine, shared_dir):
+    scorer = load_scorer(shared_dir)
+    truth = ground_truth(shared_dir)
+
+    scores = []
+    for name in SCORED_IMAGES:
+        reading = ocr_engine.read_formula(
+            eval_png(shared_dir, name), time_limit=GENEROUS_SECONDS
+        )
+        scores.append(scorer.formula_scores(reading.source, truth[name]["latex"]))
+
+    exact = sum(score["exact"] for score in scores) / len(scores)
+    ned_char = sum(score["ned_char"] for score in scores) / len(scores)
+    # All four were right when measured; one may slip on another CPU build.
+    assert exact >= 0.75, scores
+    assert ned_char <= 0.15, scores
+
+
+def test_it_stops_at_the_time_limit(engine, shared_dir):
+    reading = ocr_engine.read_formula(
+        eval_png(shared_dir, "images/f01.png"), time_limit=0
+    )
+
+    assert reading.doubt == ocr_engine.TIMEOUT
+    assert reading.tokens == 0
+    assert reading.seconds < 5
+
+
+def test_it_stops_at_the_length_limit(engine, shared_dir):
+    reading = ocr_engine.read_formula(
+        eval_png(shared_dir, "images/f01.png"),
+        max_tokens=6,
+        time_limit=GENEROUS_SECONDS,
+    )
+
+    assert reading.doubt == ocr_engine.LENGTH
+    assert reading.tokens == 6
+    assert reading.doubtful
+
+
+def test_it_doubts_its_reading_of_a_tiny_crop(engine, shared_dir):
+    """The 16-pixel crop of f16, scaled up by imaging, sends it into a loop."""
+    png = eval_png(shared_dir, "images/variants/f16_tiny.png")
+
+    reading = ocr_engine.read_formula(png, time_limit=GENEROUS_SECONDS)
+
+    assert reading.doubtful
+    assert reading.doubt in (ocr_engine.REPETITION, ocr_engine.UNSURE)
+
+
+def test_it_loads_the_network_once(engine):
+    assert ocr_engine.load() is engine
+
+
+# Conversions through the task -----------------------------------------------
+
+
+@pytest.mark.django_db
+def test_it_answers_a_plain_formula_without_the_vision_model(
+    offline, model_api, shared_dir
+):
+    conversion = make_conversion(shared_dir)
+
+    convert_image(conversion.pk)
+
+    conversion.refresh_from_db()
+    assert conversion.status == Conversion.Status.DONE
+    assert conversion.engine == Conversion.Engine.OFFLINE
+    assert conversion.doubt == ""
+    assert r"\mathrm{cl}" in conversion.source
+    assert model_api.stats["requests"] == 0
+    [record] = UsageRecord.objects.all()
+    assert record.model == ocr_engine.MODEL_NAME
+    assert record.kind == "convert"
+    assert record.end_state == "stop"
+    assert record.completion_tokens == conversion.completion_tokens > 0
+    assert record.duration_ms > 0
+
+
+@pytest.mark.django_db
+def test_it_hands_a_doubtful_reading_to_the_vision_model(
+    settings, offline, model_api, shared_dir
+):
+    settings.IMG2TEX_OFFLINE_TIME_LIMIT = 0
+    conversion = make_conversion(shared_dir)
+
+    convert_image(conversion.pk)
+
+    conversion.refresh_from_db()
+    assert conversion.engine == Conversion.Engine.VISION
+    assert conversion.source == r"\frac{a+b}{2} \geq \sqrt{ab}"
+    assert conversion.doubt == ""
+    records = {r.model: r for r in UsageRecord.objects.all()}
+    assert records[ocr_engine.MODEL_NAME].end_state == "incomplete"
+    assert records[ocr_engine.MODEL_NAME].error_code == ocr_engine.TIMEOUT
+    assert records[VISION_MODEL].end_state == "stop"
+
+
+@pytest.mark.django_db
+def test_it_keeps_a_doubtful_reading_when_offline_only(
+    settings, offline, model_api, shared_dir
+):
+    settings.IMG2TEX_ENGINE = "offline"
+    settings.IMG2TEX_OFFLINE_MAX_TOKENS = 6
+    conversion = make_conversion(shared_dir)
+
+    convert_image(conversion.pk)
+
+    conversion.refresh_from_db()
+    assert conversion.status == Conversion.Status.DONE
+    assert conversion.engine == Conversion.Engine.OFFLINE
+    assert conversion.doubt == ocr_engine.LENGTH
+    assert len(conversion.source) <= 6
+    assert model_api.stats["requests"] == 0
+    with translation.override("zh-hans"):
+        data = conversion_data(conversion)
+    assert "置信度低" in data["lowConfidence"]
+    assert ocr_engine.MODEL_NAME in data["answeredBy"]
+
+
+@pytest.mark.django_db
+def test_it_keeps_the_doubtful_reading_when_the_vision_model_fails(
+    settings, offline, model_api, shared_dir
+):
+    settings.IMG2TEX_OFFLINE_MAX_TOKENS = 6
+    model_api.queue_error(500, "CUDA out of memory", "server_error")
+    conversion = make_conversion(shared_dir)
+
+    convert_image(conversion.pk)
+
+    conversion.refresh_from_db()
+    assert conversion.status == Conversion.Status.DONE
+    assert conversion.engine == Conversion.Engine.OFFLINE
+    assert conversion.doubt == ocr_engine.LENGTH
+    vision_record = UsageRecord.objects.get(model=VISION_MODEL)
+    assert vision_record.error_code == "server_error"
+
+
+@pytest.mark.django_db
+def test_it_sends_tables_to_the_vision_model(offline, model_api, shared_dir):
+    conversion = make_conversion(shared_dir, "images/t01.png", kind="table")
+
+    convert_image(conversion.pk)
+
+    conversion.refresh_from_db()
+    assert conversion.engine == Conversion.Engine.VISION
+    assert not UsageRecord.objects.filter(model=ocr_engine.MODEL_NAME).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_waits_for_the_engine_s_own_pool(settings, offline, model_api, shared_dir):
+    settings.QUEUE_TIMEOUT = 1.0
+    conversion = make_conversion(shared_dir)
+    held = wait_for_slot(OFFLINE_POOL, "someone-else", INTERACTIVE, capacity=1)
+
+    def run_in_worker_thread():
+        try:
+            convert_image(conversion.pk)
+        finally:
+            # As a Celery worker does after each task.
+            connections.close_all()
+
+    worker = threading.Thread(target=run_in_worker_thread)
+    try:
+        worker.start()
+        worker.join(timeout=30)
+    finally:
+        held.release()
+
+    conversion.refresh_from_db()
+    assert conversion.status == Conversion.Status.ERROR
+    assert conversion.error_code == "queue_timeout"
+    [record] = UsageRecord.objects.all()
+    assert record.model == ocr_engine.MODEL_NAME
+    assert record.error_code == "queue_timeout"
+    assert model_api.stats["requests"] == 0
