@@ -11,7 +11,9 @@ import os
 import threading
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connections
+from django.urls import reverse
 from django.utils import translation
 
 from academic import ocr_engine
@@ -299,3 +301,55 @@ def test_it_waits_for_the_engine_s_own_pool(settings, offline, model_api, shared
     assert record.model == ocr_engine.MODEL_NAME
     assert record.error_code == "queue_timeout"
     assert model_api.stats["requests"] == 0
+
+
+# The page with the offline engine and no vision model -----------------------
+
+
+@pytest.fixture
+def offline_only(offline, model_api, client):
+    from assistant.models import ModelProfile
+
+    ModelProfile.ensure(VISION_MODEL)
+    ModelProfile.objects.update(supports_vision=False)
+    user = make_user()
+    client.force_login(user)
+    return user
+
+
+def upload(client, shared_dir, kind):
+    name = "images/f16.png" if kind == "formula" else "images/t01.png"
+    image = (shared_dir / "img2latex-eval" / name).read_bytes()
+    form = {"kind": kind, "target": "latex", "wrapper": "none"}
+    form["image"] = SimpleUploadedFile("shot.png", image, "image/png")
+    return client.post(reverse("academic-convert-create"), form)
+
+
+@pytest.mark.django_db
+def test_it_converts_formulas_with_no_vision_model(
+    client, offline_only, shared_dir, django_capture_on_commit_callbacks
+):
+    page = client.get(reverse("academic-convert"))
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = upload(client, shared_dir, "formula")
+
+    assert page.context["page_data"]["noVisionModel"] == ""
+    assert response.status_code == 201
+    assert len(callbacks) == 1
+    conversion = Conversion.objects.get(owner=offline_only)
+    assert conversion.model == ""
+    convert_image(conversion.pk)
+    status = client.get(reverse("academic-convert-status", args=[conversion.pk]))
+    data = status.json()
+    assert data["status"] == "done"
+    assert data["engine"] == "offline"
+    assert "离线公式引擎" in data["answeredBy"]
+
+
+@pytest.mark.django_db
+def test_it_refuses_a_table_with_no_vision_model(client, offline_only, shared_dir):
+    response = upload(client, shared_dir, "table")
+
+    assert response.status_code == 400
+    assert "视觉模型" in response.json()["error"]
+    assert not Conversion.objects.exists()
