@@ -175,6 +175,21 @@ def test_it_doubts_its_reading_of_a_tiny_crop(engine, shared_dir):
     assert reading.doubt in (ocr_engine.REPETITION, ocr_engine.UNSURE)
 
 
+def test_its_step_by_step_decoder_matches_the_package_s_full_one(engine, shared_dir):
+    import torch
+
+    pixels = ocr_engine._pixels(eval_png(shared_dir, "images/f01.png"), engine.config)
+    with torch.inference_mode():
+        memory = engine.network.encode(pixels)
+        decoder = ocr_engine.IncrementalDecoder(engine.network, memory)
+        sequence = [engine.tokenizer.bos_id]
+        for _ in range(12):
+            step_logits = decoder.step(sequence[-1])
+            full_logits = engine.network.decode(torch.tensor([sequence]), memory)
+            assert torch.allclose(step_logits, full_logits[0, -1], atol=1e-4)
+            sequence.append(int(torch.argmax(step_logits)))
+
+
 def test_it_loads_the_network_once(engine):
     assert ocr_engine.load() is engine
 
