@@ -15,9 +15,10 @@ model when one is configured (academic.tasks).
 
 The model is loaded once per worker process, on first use, under a lock,
 and shared by that process's threads: inference only reads the weights.
-Decoding is greedy, one position per step (IncrementalDecoder), and bounded: at most MAX_OUTPUT_TOKENS characters, at
-most TIME_LIMIT_SECONDS, and a tail that repeats itself (the network's
-usual way of failing) ends it early. A reading cut short by any of these
+Decoding is greedy, one position per step (IncrementalDecoder), and
+bounded: at most MAX_OUTPUT_TOKENS characters, at most TIME_LIMIT_SECONDS,
+and a tail that repeats itself (the network's usual way of failing) ends
+it early. A reading cut short by any of these
 is kept but marked doubtful.
 """
 
