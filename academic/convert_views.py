@@ -40,6 +40,10 @@ DOUBT_LABELS = {
     ocr_engine.REPETITION: gettext_lazy(
         "The offline engine began repeating itself, so the source is probably wrong."
     ),
+    ocr_engine.STRUCTURED: gettext_lazy(
+        "The offline engine reads few structured formulas (aligned lines, "
+        "matrices, cases) right."
+    ),
     ocr_engine.UNSURE: gettext_lazy(
         "The offline engine was unsure of some characters."
     ),

@@ -175,6 +175,15 @@ def test_it_doubts_its_reading_of_a_tiny_crop(engine, shared_dir):
     assert reading.doubt in (ocr_engine.REPETITION, ocr_engine.UNSURE)
 
 
+def test_it_doubts_a_structured_formula(engine, shared_dir):
+    png = eval_png(shared_dir, "images/f37.png")
+
+    reading = ocr_engine.read_formula(png, time_limit=GENEROUS_SECONDS)
+
+    assert reading.doubt == ocr_engine.STRUCTURED
+    assert "\\begin{" in reading.source
+
+
 def test_its_step_by_step_decoder_matches_the_package_s_full_one(engine, shared_dir):
     import torch
 
