@@ -170,12 +170,16 @@ def _record_offline_usage(conversion, reading, error_code, timings):
         end_state = "error"
     else:
         end_state = OFFLINE_END_STATES.get(reading.doubt, "stop")
+    stopped_by_clock = reading is not None and reading.doubt == ocr_engine.TIMEOUT
     metering.record_request(
         user=conversion.owner_id,
         kind="convert",
         model=ocr_engine.MODEL_NAME,
         end_state=end_state,
-        error_code=error_code or (reading.doubt if reading else ""),
+        # A doubtful reading is an answer, not an error; only running out
+        # of time shows with the other timeouts. The worker's log says why
+        # a reading was doubtful.
+        error_code=error_code or ("timeout" if stopped_by_clock else ""),
         prompt_tokens=0 if reading else None,
         completion_tokens=reading.tokens if reading else None,
         queue_ms=timings.get("queue_ms"),

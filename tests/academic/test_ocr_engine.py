@@ -199,6 +199,17 @@ def test_its_step_by_step_decoder_matches_the_package_s_full_one(engine, shared_
             sequence.append(int(torch.argmax(step_logits)))
 
 
+def test_its_system_check_wants_the_extra_for_offline_only(settings):
+    from academic.apps import check_offline_engine
+
+    settings.IMG2TEX_ENGINE = "offline"
+
+    errors = check_offline_engine(None)
+
+    expected = [] if ocr_engine.is_available() else ["academic.E001"]
+    assert [error.id for error in errors] == expected
+
+
 def test_it_loads_the_network_once(engine):
     assert ocr_engine.load() is engine
 
@@ -243,7 +254,7 @@ def test_it_hands_a_doubtful_reading_to_the_vision_model(
     assert conversion.doubt == ""
     records = {r.model: r for r in UsageRecord.objects.all()}
     assert records[ocr_engine.MODEL_NAME].end_state == "incomplete"
-    assert records[ocr_engine.MODEL_NAME].error_code == ocr_engine.TIMEOUT
+    assert records[ocr_engine.MODEL_NAME].error_code == "timeout"
     assert records[VISION_MODEL].end_state == "stop"
 
 
@@ -263,6 +274,8 @@ def test_it_keeps_a_doubtful_reading_when_offline_only(
     assert conversion.doubt == ocr_engine.LENGTH
     assert len(conversion.source) <= 6
     assert model_api.stats["requests"] == 0
+    record = UsageRecord.objects.get()
+    assert (record.end_state, record.error_code) == ("length_in_answer", "")
     with translation.override("zh-hans"):
         data = conversion_data(conversion)
     assert "置信度低" in data["lowConfidence"]
