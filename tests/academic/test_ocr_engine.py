@@ -199,6 +199,30 @@ def test_its_step_by_step_decoder_matches_the_package_s_full_one(engine, shared_
             sequence.append(int(torch.argmax(step_logits)))
 
 
+def test_it_reads_in_two_threads_at_once_as_in_one(engine, shared_dir):
+    """Worker threads share the network; inference only reads the weights."""
+    pngs = [
+        eval_png(shared_dir, "images/f01.png"),
+        eval_png(shared_dir, "images/f14.png"),
+    ]
+    alone = [ocr_engine.read_formula(png, time_limit=GENEROUS_SECONDS) for png in pngs]
+
+    together = [None, None]
+
+    def read(index):
+        together[index] = ocr_engine.read_formula(
+            pngs[index], time_limit=GENEROUS_SECONDS
+        )
+
+    threads = [threading.Thread(target=read, args=[index]) for index in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=2 * GENEROUS_SECONDS)
+
+    assert [r.source for r in together] == [r.source for r in alone]
+
+
 def test_its_system_check_wants_the_extra_for_offline_only(settings):
     from academic.apps import check_offline_engine
 
