@@ -1,7 +1,7 @@
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
-from academic import imaging
+from academic import imaging, img2tex
 from academic.models import Conversion
 
 
@@ -21,7 +21,10 @@ class ConversionOptionsForm(forms.Form):
         self.fields["model"].choices = [(p.name, p.label) for p in self.vision_models]
 
     def clean_model(self):
-        # The first model that reads images, unless the user chose another.
+        # The first model that reads images, unless the user chose another;
+        # none when only the offline formula engine is there.
+        if not self.vision_models:
+            return ""
         return self.cleaned_data.get("model") or self.vision_models[0].name
 
     def clean(self):
@@ -36,6 +39,8 @@ class ConversionOptionsForm(forms.Form):
                     "MathML after the conversion."
                 ),
             )
+        if cleaned.get("kind") == Conversion.Kind.TABLE and not self.vision_models:
+            self.add_error("kind", img2tex.describe("tables_need_vision_model"))
         if cleaned.get("kind") == Conversion.Kind.TABLE or not cleaned.get("wrapper"):
             cleaned["wrapper"] = Conversion.Wrapper.NONE
         return cleaned

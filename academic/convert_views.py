@@ -9,7 +9,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_POST
 
-from academic import imaging, img2tex
+from academic import imaging, img2tex, ocr_engine
 from academic.convert_forms import ConversionForm, ConversionOptionsForm
 from academic.models import Conversion
 from academic.table_preview import preview_html
@@ -30,8 +30,35 @@ ADJUSTMENT_LABELS = {
 }
 
 
+DOUBT_LABELS = {
+    ocr_engine.TIMEOUT: gettext_lazy(
+        "The offline engine ran out of time, so the source may be cut short."
+    ),
+    ocr_engine.LENGTH: gettext_lazy(
+        "The offline engine reached its length limit, so the source may be cut short."
+    ),
+    ocr_engine.REPETITION: gettext_lazy(
+        "The offline engine began repeating itself, so the source is probably wrong."
+    ),
+    ocr_engine.STRUCTURED: gettext_lazy(
+        "The offline engine reads few structured formulas (aligned lines, "
+        "matrices, cases) right."
+    ),
+    ocr_engine.UNSURE: gettext_lazy(
+        "The offline engine was unsure of some characters."
+    ),
+}
+
+
 def _vision_models():
     return [profile for profile in offered_models() if profile.supports_vision]
+
+
+def _no_engine_message(vision_models):
+    """Why nothing can be converted; empty when something can."""
+    if vision_models or ocr_engine.enabled():
+        return ""
+    return str(img2tex.describe("no_vision_model"))
 
 
 def _get_conversion_for_user(request, pk):
@@ -44,7 +71,6 @@ def _get_conversion_for_user(request, pk):
 def convert(request):
     history = request.user.conversions.for_history()[:HISTORY_LENGTH]
     vision_models = _vision_models()
-    no_model_message = str(img2tex.describe("no_vision_model"))
     context = {
         "vision_models": vision_models,
         "kinds": Conversion.Kind.choices,
@@ -55,7 +81,7 @@ def convert(request):
             "chatUrl": reverse("chat-home"),
             "polishUrl": reverse("academic-home"),
             "history": [conversion_data(c) for c in history],
-            "noVisionModel": "" if vision_models else no_model_message,
+            "noVisionModel": _no_engine_message(vision_models),
             "strings": _ui_strings(),
         },
     }
@@ -66,8 +92,8 @@ def convert(request):
 @require_POST
 def create(request):
     vision_models = _vision_models()
-    if not vision_models:
-        return _refusal(str(img2tex.describe("no_vision_model")), status=503)
+    if _no_engine_message(vision_models):
+        return _refusal(_no_engine_message(vision_models), status=503)
 
     if _declared_length(request) > imaging.MAX_UPLOAD_BYTES + FORM_OVERHEAD_BYTES:
         # Refused before Django spools the whole body to a temporary file.
@@ -87,8 +113,8 @@ def again(request, pk):
     """Convert a stored picture once more, with the options now chosen."""
     earlier = get_object_or_404(Conversion, pk=pk, owner=request.user)
     vision_models = _vision_models()
-    if not vision_models:
-        return _refusal(str(img2tex.describe("no_vision_model")), status=503)
+    if _no_engine_message(vision_models):
+        return _refusal(_no_engine_message(vision_models), status=503)
 
     form = ConversionOptionsForm(request.POST, vision_models=vision_models)
     if not form.is_valid():
@@ -144,6 +170,9 @@ def conversion_data(conversion):
         "wrapper": conversion.wrapper,
         "label": f"{conversion.get_kind_display()} → {conversion.get_target_display()}",
         "model": conversion.model,
+        "engine": conversion.engine,
+        "answeredBy": _answered_by(conversion),
+        "lowConfidence": _low_confidence(conversion),
         "created": conversion.created.isoformat(),
         "queuePosition": conversion.queue_position,
         "source": conversion.source,
@@ -160,6 +189,25 @@ def conversion_data(conversion):
     if conversion.kind == Conversion.Kind.TABLE and conversion.source:
         data["previewHtml"] = preview_html(conversion.source, conversion.target)
     return data
+
+
+def _answered_by(conversion):
+    if conversion.status != Conversion.Status.DONE:
+        return ""
+    if conversion.engine == Conversion.Engine.OFFLINE:
+        return _("Read by the offline formula engine (%(name)s)") % {
+            "name": ocr_engine.MODEL_NAME
+        }
+    return _("Read by the vision model %(name)s") % {"name": conversion.model}
+
+
+def _low_confidence(conversion):
+    if not conversion.doubt:
+        return ""
+    reason = DOUBT_LABELS.get(conversion.doubt, "")
+    return _("Low confidence: %(reason)s Check the source against the image.") % {
+        "reason": reason
+    }
 
 
 def _ui_strings():

@@ -8,9 +8,8 @@ source) with a prompt for the chosen output, and the reply is cleaned of
 what models add around the source anyway: a code fence, and for formulas
 math delimiters, since the app adds the wrapper the user asked for itself.
 
-This is the only engine. An offline engine (a local image-to-LaTeX network)
-is not built: the one found with working weights read only formulas in
-LaTeX's own font reliably and tables poorly.
+An optional offline engine reads formulas on this machine
+(academic.ocr_engine); academic.tasks decides which engine answers.
 """
 
 import base64
@@ -88,6 +87,15 @@ MESSAGES = {
         "or choose “formula” if it is a formula."
     ),
     "empty_reply": _("The model sent an empty answer. Convert the image again."),
+    "offline_empty": _(
+        "The offline formula engine read nothing from the image. Crop the "
+        "image to the formula; if it is a table, choose “table”."
+    ),
+    "tables_need_vision_model": _(
+        "Tables are read only by a model that reads images, and none is "
+        "configured. Choose “formula” for a formula, or ask the administrator "
+        "to serve a vision model."
+    ),
     "rate_limited": _(
         "The model service is busy and asked the app to slow down (429). Your "
         "image is kept; convert it again in a few minutes."

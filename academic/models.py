@@ -54,6 +54,10 @@ class Conversion(models.Model):
         INLINE = "inline", _("Inline")
         DISPLAY = "display", _("Display")
 
+    class Engine(models.TextChoices):
+        VISION = "vision", _("vision model")
+        OFFLINE = "offline", _("offline formula engine")
+
     class Status(models.TextChoices):
         QUEUED = "queued", _("Queued")
         RUNNING = "running", _("Converting")
@@ -81,7 +85,16 @@ class Conversion(models.Model):
     image_height = models.PositiveIntegerField(_("image height"))
     # Normalising steps that ran (academic.imaging), e.g. ["inverted"].
     adjustments = models.JSONField(_("adjustments"), default=list, blank=True)
-    model = models.CharField(_("model"), max_length=200)
+    # The vision model asked, or that would be asked when the offline
+    # engine's reading is doubtful; empty when none is configured.
+    model = models.CharField(_("model"), max_length=200, blank=True)
+    # The engine whose answer this is.
+    engine = models.CharField(
+        _("engine"), max_length=16, choices=Engine.choices, default=Engine.VISION
+    )
+    # Why the answer is doubtful (academic.ocr_engine's codes); empty when
+    # it is not, and always for the vision model, which says nothing of it.
+    doubt = models.CharField(_("doubt"), max_length=16, blank=True)
     status = models.CharField(
         _("status"), max_length=16, choices=Status.choices, default=Status.QUEUED
     )
@@ -135,11 +148,13 @@ class Conversion(models.Model):
         self.queue_position = None
         self.save(update_fields=["status", "queue_position"])
 
-    def finish(self, transcription):
+    def finish(self, transcription, engine=Engine.VISION, doubt=""):
         self.status = self.Status.DONE
         self.source = transcription.source
         self.prompt_tokens = transcription.prompt_tokens
         self.completion_tokens = transcription.completion_tokens
+        self.engine = engine
+        self.doubt = doubt
         self.finished = timezone.now()
         self.save(
             update_fields=[
@@ -147,6 +162,8 @@ class Conversion(models.Model):
                 "source",
                 "prompt_tokens",
                 "completion_tokens",
+                "engine",
+                "doubt",
                 "finished",
             ]
         )

@@ -196,6 +196,22 @@ MAX_MESSAGE_CHARS = env_int("MAX_MESSAGE_CHARS", 60000, minimum=1)
 # Longest a reply may wait in the app's queue for a free backend slot.
 QUEUE_TIMEOUT = env_float("QUEUE_TIMEOUT", 1800.0, minimum=1.0)
 
+# Which engine reads a formula from an image (academic.ocr_engine, README):
+# "auto" tries the offline engine first when its extra is installed and
+# hands a doubtful reading to the vision model; "offline" keeps formulas
+# on this machine, doubtful readings included; "vision" never uses the
+# offline engine. Tables always go to the vision model.
+IMG2TEX_ENGINE = env_str("IMG2TEX_ENGINE", "auto").strip().lower()
+if IMG2TEX_ENGINE not in ("auto", "offline", "vision"):
+    raise ImproperlyConfigured(
+        f"IMG2TEX_ENGINE must be auto, offline or vision, got {IMG2TEX_ENGINE!r}"
+    )
+# Offline readings at once per deployment: each holds a CPU core.
+IMG2TEX_OFFLINE_CONCURRENCY = env_int("IMG2TEX_OFFLINE_CONCURRENCY", 1, minimum=1)
+IMG2TEX_OFFLINE_MAX_TOKENS = env_int("IMG2TEX_OFFLINE_MAX_TOKENS", 400, minimum=1)
+IMG2TEX_OFFLINE_TIME_LIMIT = env_float("IMG2TEX_OFFLINE_TIME_LIMIT", 15.0, minimum=0.0)
+IMG2TEX_OFFLINE_THREADS = env_int("IMG2TEX_OFFLINE_THREADS", 1, minimum=1)
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]

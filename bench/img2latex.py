@@ -17,18 +17,25 @@ Engines:
                 normalised image (academic.imaging), as the app sends it
     vision-raw  the same model on the image as uploaded (only re-encoded as
                 PNG): the baseline that shows what normalising does
+    offline     the offline formula engine (academic.ocr_engine) on the
+                normalised image, with the app's bounds (400 characters,
+                15 s), formulas only; run when requirements-ocr.txt is
+                installed, else listed as not installed
+    offline-raw the same engine on the image as uploaded
 
 Without MODEL_API_BASE_URL (or --base-url) the bundled simulator answers,
 inside this process. It does not read images: it returns the same plausible
 formula or table for every picture, so its scores are a floor that shows the
-scoring and timing work, not a measure of any model. The offline engine is
-not built, so it is not run.
+scoring and timing work, not a measure of any model. The offline engine
+reads the images for real either way.
 
 Each image is read by academic.img2tex.transcribe, the call the Celery task
 makes, without the task's admission queue and database row. Seconds per
 image count normalising plus the request. "load" is the time to reach the
 API and list its models. Peak memory is the largest Python heap of one
-image's work (tracemalloc), and the process's peak resident size.
+image's work (tracemalloc, which does not see torch's own buffers), and
+the process's peak resident size, which does, also right after loading the
+offline network.
 Predictions are written to bench/out/img2latex-<engine>.jsonl, which the
 set's score.py also takes on its command line.
 """
@@ -61,7 +68,9 @@ def parse_args():
     )
     parser.add_argument("--limit", type=int, help="only the first N images")
     parser.add_argument(
-        "--engines", default="vision,vision-raw", help="comma-separated engines"
+        "--engines",
+        default="vision,vision-raw,offline",
+        help="comma-separated engines",
     )
     return parser.parse_args()
 
@@ -124,14 +133,31 @@ def as_uploaded_png(data):
 
 
 def read_one(engine, data, row, model, table_target):
-    from academic import imaging, img2tex
+    from academic import imaging, img2tex, ocr_engine
 
-    if engine == "vision":
+    if engine in ("vision", "offline"):
         png = imaging.normalise(data).png
     else:
         png = as_uploaded_png(data)
+
+    if engine.startswith("offline"):
+        if row["kind"] != "formula":
+            return None
+        reading = ocr_engine.read_formula(png)
+        return reading.source
     target = table_target if row["kind"] == "table" else "latex"
     return img2tex.transcribe(png, model, row["kind"], target).source
+
+
+def load_offline_engine():
+    """Seconds to load the offline network, or None when it is not installed."""
+    from academic import ocr_engine
+
+    if not ocr_engine.is_available():
+        return None
+    started = time.perf_counter()
+    ocr_engine.load()
+    return time.perf_counter() - started
 
 
 def run_engine(engine, truth, eval_set, model, table_target):
@@ -146,6 +172,10 @@ def run_engine(engine, truth, eval_set, model, table_target):
         try:
             prediction = read_one(engine, data, row, model, table_target)
             error = ""
+            if prediction is None:
+                # Tables are not offered to the offline engine.
+                tracemalloc.stop()
+                continue
         except imaging.ImageRefused as refusal:
             prediction, error = "", f"refused:{refusal.code}"
         except img2tex.ConversionFailed as failure:
@@ -225,15 +255,29 @@ def main():
         print(f"set: {args.eval_set} ({len(truth)} images)")
         print(f"api: {base_url}{' (simulator)' if simulator else ''}")
         print(f"model: {model}, load (list models): {load_seconds:.3f} s")
-        print("offline engine: not built, not run")
+        engines = args.engines.split(",")
+        offline_load = None
+        if any(engine.startswith("offline") for engine in engines):
+            offline_load = load_offline_engine()
+            if offline_load is None:
+                print("offline engine: not installed (requirements-ocr.txt), not run")
+                engines = [e for e in engines if not e.startswith("offline")]
+            else:
+                rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                print(
+                    f"offline engine: load (network, once): {offline_load:.3f} s, "
+                    f"peak resident size after loading: {rss_mb:.0f} MB"
+                )
         print()
         print(
             f"{'engine':10s} {'subset':28s} {'n':>3s} {'exact':>6s} "
             f"{'ned_char':>8s} {'cell_acc':>8s} {'err':>4s} {'s/image':>8s} "
             f"{'peak MB':>8s}"
         )
-        for engine in args.engines.split(","):
+        for engine in engines:
             results = run_engine(engine, truth, args.eval_set, model, args.table_target)
+            if not results:
+                continue
             for row in subset_rows(engine, truth, results, scorer):
                 print(format_row(*row))
             total = sum(result["seconds"] for result in results)

@@ -88,6 +88,8 @@ def celery_worker(simulator, django_db_setup, django_db_blocker):
     # Replies this worker writes queue no titles; a test that wants one
     # queues it from the test process (tests/chat/test_titling.py).
     env["AUTO_TITLES"] = "false"
+    # As in this process (vision_engine_by_default).
+    env["IMG2TEX_ENGINE"] = "vision"
     process = subprocess.Popen(
         [
             sys.executable,
@@ -156,6 +158,14 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
         # then fails at once on a locked table; a file waits for the lock.
         test_name = Path(tempfile.gettempdir()) / f"assistant-test-{os.getpid()}.db"
         django_settings.DATABASES["default"]["TEST"]["NAME"] = str(test_name)
+
+
+@pytest.fixture(autouse=True)
+def vision_engine_by_default(settings):
+    """Formulas go to the (simulated) vision model unless a test asks for the
+    offline engine, so that the tests of the vision path mean the same with
+    the offline extra installed or not (tests/academic/test_ocr_engine.py)."""
+    settings.IMG2TEX_ENGINE = "vision"
 
 
 @pytest.fixture(autouse=True)

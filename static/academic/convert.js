@@ -31,6 +31,8 @@
     preview: document.querySelector("[data-preview]"),
     renderError: document.querySelector("[data-render-error]"),
     adjustments: document.querySelector("[data-adjustments]"),
+    answeredBy: document.querySelector("[data-answered-by]"),
+    lowConfidence: document.querySelector("[data-low-confidence]"),
     source: document.querySelector("[data-source]"),
     copy: document.querySelector("[data-copy]"),
     copyMathml: document.querySelector("[data-copy-mathml]"),
@@ -166,8 +168,15 @@
       steps: conversion.adjustments.join(", ")
     });
 
+    // Both texts come translated from the server (convert_views.py).
+    els.answeredBy.hidden = !conversion.answeredBy;
+    els.answeredBy.textContent = conversion.answeredBy;
+    els.lowConfidence.hidden = !conversion.lowConfidence;
+    els.lowConfidence.textContent = conversion.lowConfidence;
+
     els.source.value = conversion.text;
     els.result.dataset.status = conversion.status;
+    els.result.dataset.engine = conversion.engine;
     renderPreview(conversion);
   }
 

@@ -179,6 +179,8 @@ def _running_app(simulator, data_dir, port, extra_env=None):
         # Title requests after each first answer would share the simulator
         # with the test that follows; tests/chat/test_titling.py covers them.
         AUTO_TITLES="false",
+        # The convert tests check the simulated vision model's answers.
+        IMG2TEX_ENGINE="vision",
     )
     env.update(extra_env or {})
     database = None

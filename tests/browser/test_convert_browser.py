@@ -58,6 +58,8 @@ def test_it_converts_an_uploaded_formula_copies_and_sends_it_to_chat(
     assert page.locator("[data-render-error]").is_hidden()
     assert page.locator("[data-original]").evaluate("img => img.naturalWidth") == 251
     assert page.locator("[data-history] [data-conversion-id]").count() == 1
+    assert "qwen2.5-vl-sim" in page.inner_text("[data-answered-by]")
+    assert page.locator("[data-low-confidence]").is_hidden()
 
     page.click("[data-copy]")
     page.wait_for_function("() => navigator.clipboard.readText().then(Boolean)")
