@@ -39,6 +39,15 @@ class Conversation(models.Model):
     # Set when the user deletes the conversation; it is hidden at once and
     # purged for good once the undo window has passed (see chat.actions).
     deleted_at = models.DateTimeField(null=True, blank=True)
+    # The last message of the branch the reader is shown (see chat.tree):
+    # a reload, another tab and the exports show the path that ends here.
+    current_leaf = models.ForeignKey(
+        "Message",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True, db_index=True)
 
@@ -89,6 +98,17 @@ class Message(models.Model):
 
     conversation = models.ForeignKey(
         Conversation, on_delete=models.CASCADE, related_name="messages"
+    )
+    # The message this one follows: a question follows an answer, an answer
+    # its question. Messages with the same parent are versions of one turn
+    # (an edited question, a regenerated answer); the first questions of a
+    # conversation have none.
+    parent = models.ForeignKey(
+        "self",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="children",
     )
     role = models.CharField(max_length=16, choices=Role.choices)
     content = models.TextField(blank=True)

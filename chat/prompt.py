@@ -11,6 +11,7 @@ import unicodedata
 
 from django.conf import settings
 
+from chat import tree
 from chat.attachments import prompt_text
 from chat.models import Message
 
@@ -21,14 +22,15 @@ SAFETY_MARGIN = 64
 
 
 def build_messages(conversation, reply, system_prompt=None):
-    """The prompt for `reply`: every turn before it, alternating, answers only."""
+    """The prompt for `reply`: every turn before it on its own branch,
+    alternating, answers only. Other versions of a turn (regenerated
+    answers, edited questions) are never sent."""
     system_prompt = (
         system_prompt if system_prompt is not None else settings.CHAT_SYSTEM_PROMPT
     )
-    earlier = conversation.messages.filter(pk__lt=reply.pk).order_by("created", "id")
 
     turns = []
-    for message in earlier.only("role", "content").prefetch_related("attachments"):
+    for message in tree.earlier_turns(conversation, reply):
         content = message.content
         if message.role == Message.Role.USER:
             content = prompt_text(content, message.attachments.all())
