@@ -120,7 +120,9 @@ def test_it_adds_a_question_after_the_message_the_page_shows(researcher):
     new = finish(actions.regenerate_reply(old, MODEL), "new")
 
     after_new, _r = actions.post_question(conversation, "after the shown one", MODEL)
-    after_old, _r = actions.post_question(conversation, "from a stale page", MODEL, (), old)
+    after_old, _r = actions.post_question(
+        conversation, "from a stale page", MODEL, (), old
+    )
 
     assert after_new.parent == new
     assert after_old.parent == old
@@ -229,7 +231,9 @@ def test_it_titles_the_first_exchange_of_the_branch_on_show(researcher):
 
 def _chat_migration(loader, suffix):
     return next(
-        key for key in loader.graph.nodes if key[0] == "chat" and key[1].endswith(suffix)
+        key
+        for key in loader.graph.nodes
+        if key[0] == "chat" and key[1].endswith(suffix)
     )
 
 

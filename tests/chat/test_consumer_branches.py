@@ -92,7 +92,9 @@ async def test_it_sends_an_edited_question_as_a_new_branch(model_api):
 
     edited, reply = the_path(messages)
     assert edited["content"] == "What is entropy, briefly?"
-    assert edited["branch"]["index"] == 2 and edited["branch"]["previous"] == question.pk
+    assert (
+        edited["branch"]["index"] == 2 and edited["branch"]["previous"] == question.pk
+    )
     assert reply["parent_id"] == edited["id"]
     count = await database_sync_to_async(conversation.messages.count)()
     assert count == 4
