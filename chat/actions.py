@@ -115,13 +115,10 @@ def _queue_reply(conversation, question, model):
     return reply
 
 
+@transaction.atomic
 def show_branch(conversation, message):
-    """Show the branch through `message`, down to its newest end."""
-    skeleton = conversation.messages.only("id", "parent_id")
-    leaf = tree.Tree(skeleton).newest_leaf(message)
-    conversation.current_leaf_id = leaf.pk
-    # A switch is not activity: the conversation keeps its place by date.
-    Conversation.objects.filter(pk=conversation.pk).update(current_leaf=leaf.pk)
+    """Show the branch through `message`, as the reader last saw it."""
+    return tree.show(conversation, message)
 
 
 def has_open_reply(conversation):

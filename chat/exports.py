@@ -178,7 +178,9 @@ def import_conversations(user, items):
         # auto_now_add stamped every row with now; put the real times back.
         for message, (_fields, when) in zip(messages, item["messages"]):
             if when is not None:
-                Message.objects.filter(pk=message.pk).update(created=when)
+                Message.objects.filter(pk=message.pk).update(
+                    created=when, shown_at=when
+                )
         _link_parents(messages, item["parents"])
         shown = item["shown_leaf"]
         Conversation.objects.filter(pk=conversation.pk).update(

@@ -4,6 +4,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from assistant.models import END_STATES
@@ -110,6 +111,10 @@ class Message(models.Model):
         blank=True,
         related_name="children",
     )
+    # When the message was last on the branch shown. Where a branch forks,
+    # the version shown last is the one followed (chat.tree), so switching
+    # back to a question shows the answer the reader had chosen under it.
+    shown_at = models.DateTimeField(default=timezone.now)
     role = models.CharField(max_length=16, choices=Role.choices)
     content = models.TextField(blank=True)
     reasoning = models.TextField(blank=True)

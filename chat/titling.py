@@ -55,8 +55,7 @@ def needs_title(conversation):
 
 def _first_exchange(conversation):
     """The branch on show, if it is one question and its answer; else []."""
-    skeleton = conversation.messages.only("id", "parent_id")
-    path = tree.active_path(conversation, skeleton)
+    path = tree.active_path(conversation, tree.skeleton(conversation))
     return path if len(path) == 2 else []
 
 

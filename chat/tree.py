@@ -12,7 +12,12 @@ conversation is at most a few thousand messages, and reading it whole is
 what the page does anyway.
 """
 
-from chat.models import Message
+from django.utils import timezone
+
+from chat.models import Conversation, Message
+
+# What walking the tree needs of each message.
+SKELETON_FIELDS = ("id", "parent_id", "shown_at")
 
 
 class Tree:
@@ -33,17 +38,18 @@ class Tree:
         return cls(messages)
 
     def newest_leaf(self, message):
-        """The end of the newest branch under `message` (None: under the root).
+        """The end of the branch under `message` (None: under the root) that
+        the reader saw last.
 
-        Where a branch forks, the newest version is followed: the one the
-        reader made last is the one they most likely want to see again.
+        Where a branch forks, the version shown last is followed, then the
+        newest: a new version is shown as soon as it is made.
         """
         node = message
         while True:
             versions = self.children.get(node.pk if node else None)
             if not versions:
                 return node
-            node = versions[-1]
+            node = max(versions, key=lambda m: (m.shown_at, m.pk))
 
     def path_to(self, leaf):
         """The messages from the first question down to `leaf`, in order."""
@@ -79,14 +85,32 @@ class Tree:
         }
 
 
+def skeleton(conversation):
+    """The conversation's messages with only what walking the tree needs."""
+    return conversation.messages.only(*SKELETON_FIELDS)
+
+
 def active_path(conversation, messages=None):
     return Tree.of(conversation, messages).active_path(conversation)
 
 
 def last_message(conversation):
     """The message a new question follows: the end of the path on show."""
-    path = active_path(conversation, conversation.messages.only("id", "parent_id"))
+    path = active_path(conversation, skeleton(conversation))
     return path[-1] if path else None
+
+
+def show(conversation, message):
+    """Put the branch through `message`, down to the end the reader saw
+    last, on show; returns its last message."""
+    branches = Tree(skeleton(conversation))
+    leaf = branches.newest_leaf(message)
+    path_ids = [m.pk for m in branches.path_to(leaf)]
+    Message.objects.filter(pk__in=path_ids).update(shown_at=timezone.now())
+    conversation.current_leaf_id = leaf.pk
+    # A switch is not activity: the conversation keeps its place by date.
+    Conversation.objects.filter(pk=conversation.pk).update(current_leaf=leaf.pk)
+    return leaf
 
 
 def earlier_turns(conversation, reply):
@@ -95,10 +119,9 @@ def earlier_turns(conversation, reply):
     Two queries, whatever the size of the tree: the ids to walk, then the
     path's messages with what the prompt needs.
     """
-    skeleton = conversation.messages.only("id", "parent_id")
-    tree = Tree(skeleton)
-    parent = tree.by_id.get(reply.parent_id)
-    ids = [m.pk for m in tree.path_to(parent)]
+    branches = Tree(skeleton(conversation))
+    parent = branches.by_id.get(reply.parent_id)
+    ids = [m.pk for m in branches.path_to(parent)]
     rows = Message.objects.filter(pk__in=ids).prefetch_related("attachments")
     by_id = {m.pk: m for m in rows}
     return [by_id[pk] for pk in ids]

@@ -60,15 +60,11 @@ def _show_asked_branch(request, conversation):
     shown = conversation.messages.filter(pk=shown_id).first()
     if shown is None:
         return
-    path_ids = {m.pk for m in tree.active_path(conversation, _skeleton(conversation))}
+    path_ids = {m.pk for m in tree.active_path(conversation, tree.skeleton(conversation))}
     if shown.pk in path_ids:
         return
     actions.show_branch(conversation, shown)
     announce_path(conversation)
-
-
-def _skeleton(conversation):
-    return conversation.messages.only("id", "parent_id")
 
 
 def _as_int(value):

@@ -1,11 +1,12 @@
 """Conversations from before branches become one chain each.
 
 Every message follows the one before it (by time, then id), and the
-conversation shows the chain down to its last message. Going back forgets
-the tree; the messages stay.
+conversation shows the chain down to its last message. A message was last
+shown when it was written. Going back forgets the tree; the messages stay.
 """
 
 from django.db import migrations
+from django.db.models import F
 
 BATCH_SIZE = 500
 
@@ -13,6 +14,7 @@ BATCH_SIZE = 500
 def chain_messages(apps, schema_editor):
     Conversation = apps.get_model("chat", "Conversation")
     Message = apps.get_model("chat", "Message")
+    Message.objects.update(shown_at=F("created"))
     for conversation in Conversation.objects.only("id").iterator():
         messages = list(
             Message.objects.filter(conversation_id=conversation.pk)

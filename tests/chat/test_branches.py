@@ -89,6 +89,19 @@ def test_it_shows_a_switched_branch_down_to_its_newest_end(researcher):
     assert shown(conversation) == ["q", "new", "follow-up", "follow-up answer"]
 
 
+def test_it_comes_back_to_the_version_chosen_under_a_question(researcher):
+    conversation = make_conversation(researcher)
+    first, old = add_exchange(conversation, "q", "old")
+    finish(actions.regenerate_reply(old, MODEL), "new")
+    actions.show_branch(conversation, old)
+    _edited, reply = actions.edit_question(first, "q edited", MODEL)
+    finish(reply, "for the edit")
+
+    actions.show_branch(conversation, first)
+
+    assert shown(conversation) == ["q", "old"]
+
+
 def test_it_asks_the_model_about_the_branch_of_the_reply_only(researcher):
     conversation = make_conversation(researcher)
     _q, old = add_exchange(conversation, "q1", "the old answer")
@@ -276,6 +289,7 @@ def test_the_migration_turns_a_linear_conversation_into_one_chain():
         MigrationExecutor(connection).migrate(latest)
 
     assert [m.parent_id for m in chain] == [None, chain[0].pk, chain[1].pk]
+    assert all(m.shown_at == m.created for m in chain)
     assert leaf_id == chain[2].pk
     migrated = Conversation.objects.get(pk=old_conversation.pk)
     assert [m.content for m in tree.active_path(migrated)] == ["q1", "a1", "q2"]
