@@ -60,8 +60,8 @@ def _show_asked_branch(request, conversation):
     shown = conversation.messages.filter(pk=shown_id).first()
     if shown is None:
         return
-    path_ids = {m.pk for m in tree.active_path(conversation, tree.skeleton(conversation))}
-    if shown.pk in path_ids:
+    shown_path = tree.active_path(conversation, tree.skeleton(conversation))
+    if shown.pk in {m.pk for m in shown_path}:
         return
     actions.show_branch(conversation, shown)
     announce_path(conversation)
