@@ -1,0 +1,82 @@
+"""Regenerating answers, editing questions and switching versions in Chromium."""
+
+import pytest
+
+from tests.browser.conftest import sign_in
+from tests.browser.test_chat_browser import last_reply, send, wait_for_end
+
+pytestmark = pytest.mark.browser
+
+FAST = "deepseek-v3"
+
+
+def scripted_answer(simulator, text):
+    """The next model reply says `text`, so two versions can be told apart."""
+    simulator.queue_events(
+        [
+            '{"choices":[{"index":0,"delta":{"content":"%s"},"finish_reason":"stop"}]}'
+            % text,
+            "[DONE]",
+        ]
+    )
+
+
+def position(message):
+    return message.locator(".branch-position")
+
+
+def test_it_regenerates_an_answer_and_switches_between_the_versions(
+    page, simulator
+):
+    sign_in(page)
+    send(page, "What is a gradient? [[sim delay=0.001]]", model=FAST)
+    wait_for_end(page)
+    first = last_reply(page).locator(".answer").inner_text()
+
+    scripted_answer(simulator, "The second version.")
+    last_reply(page).get_by_role("button", name="重新生成").click()
+    position(last_reply(page)).filter(has_text="2/2").wait_for()
+    wait_for_end(page)
+    assert "The second version." in last_reply(page).locator(".answer").inner_text()
+    assert page.locator("article.message").count() == 2
+
+    last_reply(page).get_by_role("button", name="上一个版本").click()
+    position(last_reply(page)).filter(has_text="1/2").wait_for()
+    assert last_reply(page).locator(".answer").inner_text() == first
+    assert last_reply(page).get_by_role("button", name="上一个版本").is_disabled()
+
+    page.reload()
+    position(last_reply(page)).filter(has_text="1/2").wait_for()
+    assert last_reply(page).locator(".answer").inner_text() == first
+
+
+def test_it_edits_a_question_into_a_new_branch_and_keeps_the_old(page, simulator):
+    sign_in(page)
+    send(page, "First question [[sim delay=0.001]]", model=FAST)
+    wait_for_end(page)
+    send(page, "Second question [[sim delay=0.001]]", model=FAST)
+    wait_for_end(page)
+    assert page.locator("article.message").count() == 4
+
+    question = page.locator("article.message.user").first
+    question.get_by_role("button", name="编辑").click()
+    question.locator("textarea.edit-text").fill("Edited question [[sim delay=0.001]]")
+    scripted_answer(simulator, "An answer to the edit.")
+    question.get_by_role("button", name="作为新版本发送").click()
+
+    edited = page.locator("article.message.user").first
+    position(edited).filter(has_text="2/2").wait_for()
+    wait_for_end(page)
+    assert page.locator("article.message").count() == 2
+    assert "Edited question" in edited.locator(".question-text").inner_text()
+    assert "An answer to the edit." in last_reply(page).inner_text()
+
+    page.reload()
+    edited = page.locator("article.message.user").first
+    position(edited).filter(has_text="2/2").wait_for()
+    edited.get_by_role("button", name="上一个版本").click()
+    position(page.locator("article.message.user").first).filter(
+        has_text="1/2"
+    ).wait_for()
+    texts = page.locator("article.message.user .question-text").all_inner_texts()
+    assert [t.split(" [[")[0] for t in texts] == ["First question", "Second question"]
