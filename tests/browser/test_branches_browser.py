@@ -1,5 +1,7 @@
 """Regenerating answers, editing questions and switching versions in Chromium."""
 
+import json
+
 import pytest
 
 from tests.browser.conftest import sign_in
@@ -12,22 +14,16 @@ FAST = "deepseek-v3"
 
 def scripted_answer(simulator, text):
     """The next model reply says `text`, so two versions can be told apart."""
-    simulator.queue_events(
-        [
-            '{"choices":[{"index":0,"delta":{"content":"%s"},"finish_reason":"stop"}]}'
-            % text,
-            "[DONE]",
-        ]
-    )
+    chunk = {"choices": [{"index": 0, "delta": {"content": text}}]}
+    chunk["choices"][0]["finish_reason"] = "stop"
+    simulator.queue_events([json.dumps(chunk), "[DONE]"])
 
 
 def position(message):
     return message.locator(".branch-position")
 
 
-def test_it_regenerates_an_answer_and_switches_between_the_versions(
-    page, simulator
-):
+def test_it_regenerates_an_answer_and_switches_between_the_versions(page, simulator):
     sign_in(page)
     send(page, "What is a gradient? [[sim delay=0.001]]", model=FAST)
     wait_for_end(page)
