@@ -9,7 +9,7 @@ from django.db.migrations.loader import MigrationLoader
 from django.urls import reverse
 
 from chat import actions, exports, titling, tree
-from chat.models import Conversation, Message
+from chat.models import Attachment, Conversation, Message
 from chat.prompt import build_messages, trim_to_fit
 from tests.factories import add_exchange, make_conversation, make_user
 
@@ -73,6 +73,27 @@ def test_it_edits_a_question_into_a_branch_and_keeps_the_old_one_whole(
 
     actions.show_branch(conversation, first)
     assert shown(conversation) == ["q1", "a1", "q2", "a2"]
+
+
+def test_it_sends_the_files_of_an_edited_question_with_the_edit(researcher):
+    conversation = make_conversation(researcher)
+    question, _a = add_exchange(conversation, "summarise the file", "done")
+    Attachment.objects.create(
+        user=researcher,
+        message=question,
+        name="notes.md",
+        kind="markdown",
+        text="the file's own words",
+        size_bytes=20,
+    )
+
+    edited, reply = actions.edit_question(question, "summarise it briefly", MODEL)
+    asked = build_messages(conversation, reply, system_prompt="")[-1]["content"]
+
+    assert [a.name for a in edited.attachments.all()] == ["notes.md"]
+    assert asked.startswith("summarise it briefly")
+    assert "the file's own words" in asked
+    assert question.attachments.count() == 1
 
 
 def test_it_shows_a_switched_branch_down_to_its_newest_end(researcher):
