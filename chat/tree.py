@@ -37,7 +37,7 @@ class Tree:
             messages = conversation.messages.all()
         return cls(messages)
 
-    def newest_leaf(self, message):
+    def leaf_under(self, message):
         """The end of the branch under `message` (None: under the root) that
         the reader saw last.
 
@@ -67,7 +67,7 @@ class Tree:
         """The path on show: to the remembered leaf, then on down if it has
         children (a leaf that was never stored falls back to the newest)."""
         leaf = self.by_id.get(conversation.current_leaf_id)
-        return self.path_to(self.newest_leaf(leaf))
+        return self.path_to(self.leaf_under(leaf))
 
     def versions(self, message):
         """The message and its siblings, oldest first."""
@@ -104,7 +104,7 @@ def show(conversation, message):
     """Put the branch through `message`, down to the end the reader saw
     last, on show; returns its last message."""
     branches = Tree(skeleton(conversation))
-    leaf = branches.newest_leaf(message)
+    leaf = branches.leaf_under(message)
     path_ids = [m.pk for m in branches.path_to(leaf)]
     Message.objects.filter(pk__in=path_ids).update(shown_at=timezone.now())
     conversation.current_leaf_id = leaf.pk
