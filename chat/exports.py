@@ -182,11 +182,12 @@ def import_conversations(user, items):
                     created=when, shown_at=when
                 )
         _link_parents(messages, item["parents"])
-        shown = item["shown_leaf"]
+        if messages:
+            # Marks the branch on show as the one chosen at each of its forks.
+            tree.show(conversation, messages[item["shown_leaf"]])
         Conversation.objects.filter(pk=conversation.pk).update(
             created=item["created"] or conversation.created,
             updated=item["updated"] or conversation.updated,
-            current_leaf=messages[shown].pk if messages else None,
         )
         created.append(conversation)
     return created

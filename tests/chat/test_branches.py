@@ -223,6 +223,11 @@ def test_it_restores_every_branch_and_the_one_on_show_from_json(researcher):
 
     assert shape(copy) == shape(conversation)
     assert shown(copy) == ["q1", "old"]
+    # Away to the edit and back: the answer chosen under q1 comes back too.
+    copied = {m.content: m for m in copy.messages.all()}
+    actions.show_branch(copy, copied["q1 edited"])
+    actions.show_branch(copy, copied["q1"])
+    assert shown(copy) == ["q1", "old"]
 
 
 def test_it_imports_a_file_from_before_branches_as_one_chain(researcher):
