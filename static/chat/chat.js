@@ -459,11 +459,23 @@
 
   /* Draw the path the server says is on show, in place of the one shown. */
   function drawPath(messages) {
+    // An edit being typed survives a redraw that another page caused, as
+    // long as its question is still shown.
+    var editing = {};
+    els.messages.querySelectorAll("article.message.is-editing").forEach(function (node) {
+      editing[node.dataset.messageId] = node.querySelector(".edit-text").value;
+    });
     els.messages.querySelectorAll("article.message").forEach(function (node) {
       node.remove();
     });
     state.replies = new Map();
     messages.forEach(addMessage);
+    Object.keys(editing).forEach(function (id) {
+      var node = document.getElementById("message-" + id);
+      if (!node) return;
+      node.querySelector(".edit-question").click();
+      node.querySelector(".edit-text").value = editing[id];
+    });
     refreshStopButton();
     // Events of a new reply may have come before this path did; the
     // snapshot brings the reply up to date.

@@ -76,3 +76,41 @@ def test_it_edits_a_question_into_a_new_branch_and_keeps_the_old(page, simulator
     ).wait_for()
     texts = page.locator("article.message.user .question-text").all_inner_texts()
     assert [t.split(" [[")[0] for t in texts] == ["First question", "Second question"]
+
+
+def open_second_tab(page):
+    """The same conversation in another tab, once its socket follows it."""
+    other = page.context.new_page()
+    sent = []
+    other.on(
+        "websocket", lambda ws: ws.on("framesent", lambda frame: sent.append(frame))
+    )
+    other.goto(page.url)
+    other.wait_for_selector("html[data-chat-ready]", state="attached")
+    for _ in range(100):
+        if any('"watch"' in str(frame) for frame in sent):
+            break
+        other.wait_for_timeout(50)
+    # The server joins the socket to the conversation once it reads "watch".
+    other.wait_for_timeout(300)
+    return other
+
+
+def test_another_tab_follows_a_switch_and_keeps_an_edit_being_typed(page, simulator):
+    sign_in(page)
+    send(page, "Two tabs [[sim delay=0.001]]", model=FAST)
+    wait_for_end(page)
+    scripted_answer(simulator, "The second version.")
+    last_reply(page).get_by_role("button", name="重新生成").click()
+    position(last_reply(page)).filter(has_text="2/2").wait_for()
+    wait_for_end(page)
+
+    other = open_second_tab(page)
+    other_question = other.locator("article.message.user").first
+    other_question.get_by_role("button", name="编辑").click()
+    other_question.locator("textarea.edit-text").fill("half typed")
+    last_reply(page).get_by_role("button", name="上一个版本").click()
+
+    position(last_reply(other)).filter(has_text="1/2").wait_for()
+    assert "The second version." not in last_reply(other).inner_text()
+    assert other_question.locator("textarea.edit-text").input_value() == "half typed"
