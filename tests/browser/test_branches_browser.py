@@ -1,6 +1,7 @@
 """Regenerating answers, editing questions and switching versions in Chromium."""
 
 import json
+import re
 
 import pytest
 
@@ -79,21 +80,37 @@ def test_it_edits_a_question_into_a_new_branch_and_keeps_the_old(page, simulator
 
 
 def open_second_tab(page):
-    """The same conversation in another tab, once its socket follows it."""
+    """The same conversation in another tab, once its socket follows it.
+
+    The test asks the server for the path on the tab's own socket, after the
+    tab's "watch": the answer comes once the server has read the "watch" and
+    joined the socket to the conversation.
+    """
     other = page.context.new_page()
-    sent = []
-    other.on(
-        "websocket", lambda ws: ws.on("framesent", lambda frame: sent.append(frame))
-    )
+    servers, sent, heard = [], [], []
+
+    def through_to_server(route):
+        server = route.connect_to_server()
+        servers.append(server)
+        route.on_message(lambda message: (sent.append(message), server.send(message)))
+        server.on_message(lambda message: (heard.append(message), route.send(message)))
+
+    other.route_web_socket("**/ws/chat/", through_to_server)
     other.goto(page.url)
     other.wait_for_selector("html[data-chat-ready]", state="attached")
-    for _ in range(100):
-        if any('"watch"' in str(frame) for frame in sent):
-            break
-        other.wait_for_timeout(50)
-    # The server joins the socket to the conversation once it reads "watch".
-    other.wait_for_timeout(300)
+    wait_until(other, lambda: any('"watch"' in str(m) for m in sent))
+    conversation_id = int(re.search(r"/c/(\d+)/", page.url).group(1))
+    servers[0].send(json.dumps({"action": "path", "conversation_id": conversation_id}))
+    wait_until(other, lambda: any('"path"' in str(m) for m in heard))
     return other
+
+
+def wait_until(page, condition, seconds=20):
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return
+        page.wait_for_timeout(50)
+    raise AssertionError("the second tab's socket did not get that far")
 
 
 def test_another_tab_follows_a_switch_and_keeps_an_edit_being_typed(page, simulator):
