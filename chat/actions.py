@@ -12,8 +12,14 @@ from assistant.admission import INTERACTIVE, get_admission
 from assistant.completion import pool_name
 from assistant.eventlog import get_event_log
 from assistant.models import ModelProfile
-from chat import attachments, presets
-from chat.models import Conversation, Message, SharedLink, new_stream_key
+from chat import attachments, presets, tree
+from chat.models import (
+    Attachment,
+    Conversation,
+    Message,
+    SharedLink,
+    new_stream_key,
+)
 from chat.prompt import larger_limit
 
 logger = logging.getLogger(__name__)
@@ -37,28 +43,94 @@ def start_conversation(user, model, first_text, preset=None):
 
 
 @transaction.atomic
-def post_question(conversation, text, model, attachment_ids=()):
+def post_question(conversation, text, model, attachment_ids=(), parent=None):
     """Store the user's question and a queued reply, and queue its writing.
 
-    `attachment_ids` name files the user uploaded for this question; any
-    that are not theirs or already sent are ignored.
+    The question follows `parent`, the last message the page shows, or
+    without one the end of the branch on show. `attachment_ids` name files
+    the user uploaded for this question; any that are not theirs or already
+    sent are ignored.
     """
+    if parent is None:
+        parent = tree.last_message(conversation)
     question = Message.objects.create(
-        conversation=conversation, role=Message.Role.USER, content=text
+        conversation=conversation, parent=parent, role=Message.Role.USER, content=text
     )
     if attachment_ids:
         attachments.claim(conversation.user, attachment_ids, question)
+    reply = _queue_reply(conversation, question, model)
+    return question, reply
+
+
+@transaction.atomic
+def regenerate_reply(reply, model):
+    """A new answer to the same question, beside the old one, which is kept.
+
+    The new answer starts a branch of its own: whatever followed the old
+    answer stays on the old branch. Returns None for an answer with no
+    question to answer (the first message of an odd import).
+    """
+    question = reply.parent
+    if question is None or question.role != Message.Role.USER:
+        return None
+    return _queue_reply(reply.conversation, question, model)
+
+
+@transaction.atomic
+def edit_question(question, text, model):
+    """Send an edited question as a new version of `question`, with a reply.
+
+    The old question and everything after it stay, as the other branch. The
+    files attached to the old question go with the new one too.
+    """
+    conversation = question.conversation
+    edited = Message.objects.create(
+        conversation=conversation,
+        parent=question.parent,
+        role=Message.Role.USER,
+        content=text,
+    )
+    Attachment.objects.bulk_create(
+        Attachment(
+            user=a.user,
+            message=edited,
+            name=a.name,
+            kind=a.kind,
+            text=a.text,
+            size_bytes=a.size_bytes,
+        )
+        for a in question.attachments.all()
+    )
+    reply = _queue_reply(conversation, edited, model)
+    return edited, reply
+
+
+def _queue_reply(conversation, question, model):
     reply = Message.objects.create(
         conversation=conversation,
+        parent=question,
         role=Message.Role.ASSISTANT,
         model=model,
         status=Message.Status.QUEUED,
     )
-    if conversation.model != model:
-        conversation.model = model
-    conversation.save(update_fields=["model", "updated"])
+    conversation.model = model
+    conversation.current_leaf = reply
+    conversation.save(update_fields=["model", "current_leaf", "updated"])
     transaction.on_commit(lambda: _enqueue(reply.pk))
-    return question, reply
+    return reply
+
+
+@transaction.atomic
+def show_branch(conversation, message):
+    """Show the branch through `message`, as the reader last saw it."""
+    return tree.show(conversation, message)
+
+
+def has_open_reply(conversation):
+    """Whether a reply of the conversation, on any branch, is being written."""
+    return conversation.messages.filter(
+        status__in=[Message.Status.QUEUED, Message.Status.STREAMING]
+    ).exists()
 
 
 class RetryMode:

@@ -1,6 +1,7 @@
 """The chat websocket: one per open page, following one conversation at a time.
 
-The browser sends actions (`watch`, `send`, `stop`, `retry`); the worker's
+The browser sends actions (`watch`, `send`, `stop`, `retry`, and for
+branches `regenerate`, `edit`, `switch`, `path`); the worker's
 events reach it through the conversation's group. Validation failures come
 back as short codes the page translates, so the user's text stays in the
 composer and nothing is lost.
@@ -17,7 +18,7 @@ from assistant.eventlog import get_event_log
 from assistant.signals import session_group
 from chat import actions, presets
 from chat.models import Conversation, Message
-from chat.views import message_data, offered_model_names
+from chat.views import message_data, offered_model_names, path_data
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             "send": self.send_question,
             "stop": self.stop_reply,
             "retry": self.retry_reply,
+            "regenerate": self.regenerate_reply,
+            "edit": self.edit_question,
+            "switch": self.switch_branch,
+            "path": self.send_path,
         }.get(action)
         if handler is None:
             await self._refuse("bad_request")
@@ -86,19 +91,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def send_question(self, content):
         text = content.get("text")
-        if not isinstance(text, str) or not text.strip():
-            await self._refuse("empty")
+        if not await self._text_and_model_fit(text, content.get("model")):
             return
-        if len(text) > settings.MAX_MESSAGE_CHARS:
-            await self._refuse(
-                "too_long", limit=settings.MAX_MESSAGE_CHARS, size=len(text)
-            )
-            return
-
         model = content.get("model")
-        if model not in await database_sync_to_async(offered_model_names)():
-            await self._refuse("unknown_model")
-            return
 
         conversation_id = content.get("conversation_id")
         if conversation_id:
@@ -124,8 +119,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         attachment_ids = content.get("attachment_ids")
         if not isinstance(attachment_ids, list):
             attachment_ids = []
+        parent = await self._get_message(conversation, content.get("parent_id"))
         question, reply = await database_sync_to_async(actions.post_question)(
-            conversation, text, model, attachment_ids
+            conversation, text, model, attachment_ids, parent
         )
         posted = {
             "type": "posted",
@@ -185,6 +181,75 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             reply.conversation.group_name, {"type": "reply.events", "events": [reset]}
         )
 
+    async def regenerate_reply(self, content):
+        reply = await self._get_reply(content.get("message_id"))
+        if reply is None:
+            await self._refuse("not_found")
+            return
+        model = content.get("model") or reply.model
+        if model not in await database_sync_to_async(offered_model_names)():
+            await self._refuse("unknown_model")
+            return
+        if await database_sync_to_async(actions.has_open_reply)(reply.conversation):
+            await self._refuse("busy")
+            return
+
+        await self._join_group(reply.conversation.group_name)
+        made = await database_sync_to_async(actions.regenerate_reply)(reply, model)
+        if made is None:
+            await self._refuse("not_found")
+            return
+        await self._announce_path(reply.conversation)
+
+    async def edit_question(self, content):
+        question = await self._get_question(content.get("message_id"))
+        if question is None:
+            await self._refuse("not_found")
+            return
+        text = content.get("text")
+        model = content.get("model")
+        if not await self._text_and_model_fit(text, model):
+            return
+        if await database_sync_to_async(actions.has_open_reply)(question.conversation):
+            await self._refuse("busy")
+            return
+
+        await self._join_group(question.conversation.group_name)
+        await database_sync_to_async(actions.edit_question)(question, text, model)
+        await self._announce_path(question.conversation)
+
+    async def switch_branch(self, content):
+        """Show another version of a message, with that version's continuation.
+
+        Refused while a reply is written: the page would hide a reply that
+        still streams, and its Stop with it.
+        """
+        message = await self._get_own_message(content.get("message_id"))
+        if message is None:
+            await self._refuse("not_found")
+            return
+        conversation = message.conversation
+        if await database_sync_to_async(actions.has_open_reply)(conversation):
+            await self._refuse("busy")
+            return
+
+        await self._join_group(conversation.group_name)
+        await database_sync_to_async(actions.show_branch)(conversation, message)
+        await self._announce_path(conversation)
+
+    async def send_path(self, content):
+        """The branch on show, for a page that finds it is behind."""
+        conversation = await self._get_conversation(content.get("conversation_id"))
+        if conversation is None:
+            await self._refuse("not_found")
+            return
+        await self.send_json(await self._path_message(conversation))
+
+    async def conversation_path(self, message):
+        conversation = await self._get_conversation(message["conversation_id"])
+        if conversation is not None:
+            await self.send_json(await self._path_message(conversation))
+
     async def reply_events(self, message):
         await self.send_json({"type": "replies", "events": message["events"]})
 
@@ -203,6 +268,37 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def session_ended(self, message):
         await self.close(code=CLOSE_UNAUTHENTICATED)
+
+    async def _text_and_model_fit(self, text, model):
+        """Check a question's text and model; refuse and say why if not."""
+        if not isinstance(text, str) or not text.strip():
+            await self._refuse("empty")
+            return False
+        if len(text) > settings.MAX_MESSAGE_CHARS:
+            await self._refuse(
+                "too_long", limit=settings.MAX_MESSAGE_CHARS, size=len(text)
+            )
+            return False
+        if model not in await database_sync_to_async(offered_model_names)():
+            await self._refuse("unknown_model")
+            return False
+        return True
+
+    async def _announce_path(self, conversation):
+        # Every page on the conversation, this one included, redraws from
+        # the same message, so all of them show the same branch.
+        await self.channel_layer.group_send(
+            conversation.group_name,
+            {"type": "conversation.path", "conversation_id": conversation.pk},
+        )
+
+    @database_sync_to_async
+    def _path_message(self, conversation):
+        return {
+            "type": "path",
+            "conversation_id": conversation.pk,
+            "messages": path_data(conversation),
+        }
 
     async def _refuse(self, code, **params):
         await self.send_json({"type": "refused", "code": code, **params})
@@ -238,6 +334,29 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 conversation__deleted_at__isnull=True,
             )
             .first()
+        )
+
+    @database_sync_to_async
+    def _get_message(self, conversation, message_id):
+        if message_id is None:
+            return None
+        return conversation.messages.filter(pk=_as_int(message_id)).first()
+
+    @database_sync_to_async
+    def _get_question(self, message_id):
+        return (
+            self._own_messages()
+            .filter(pk=_as_int(message_id), role=Message.Role.USER)
+            .first()
+        )
+
+    @database_sync_to_async
+    def _get_own_message(self, message_id):
+        return self._own_messages().filter(pk=_as_int(message_id)).first()
+
+    def _own_messages(self):
+        return Message.objects.select_related("conversation").filter(
+            conversation__user=self.user, conversation__deleted_at__isnull=True
         )
 
     @database_sync_to_async

@@ -4,6 +4,12 @@ Markdown is for reading: answers as the model wrote them, so math and code
 stay source, and reasoning, when asked for, in a folded <details> section.
 JSON is for keeping: every stored field, in a documented shape that the
 import below reads back. An archive is a zip of both for every conversation.
+
+A conversation with branches (regenerated answers, edited questions) is a
+tree: the Markdown holds the branch on show, as the reader sees it; the JSON
+holds every version, each message naming its parent by position in the
+list, and which message ends the branch on show. A file without parents
+(made before branches) is read back as one chain, in order.
 """
 
 import datetime
@@ -18,6 +24,7 @@ from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from chat import tree
 from chat.models import (
     MAX_TEMPERATURE,
     MIN_TEMPERATURE,
@@ -79,7 +86,7 @@ def conversation_markdown(conversation, include_reasoning=True):
         % {"date": _local(timezone.now()), "model": conversation.model or "-"}
     )
     lines += _settings_markdown(conversation)
-    for message in conversation.messages.all():
+    for message in tree.active_path(conversation):
         lines += ["", "---", ""]
         if message.role == Message.Role.USER:
             lines += [f"## {_('Question')}", "", message.content]
@@ -123,6 +130,9 @@ def _settings_markdown(conversation):
 
 
 def conversation_data(conversation):
+    messages = list(conversation.messages.all())
+    position = {message.pk: index for index, message in enumerate(messages)}
+    shown = tree.active_path(conversation, messages)
     return {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
@@ -142,9 +152,11 @@ def conversation_data(conversation):
             {
                 **{name: getattr(message, name) for name in MESSAGE_FIELDS},
                 "created": message.created.isoformat(),
+                "parent": position.get(message.parent_id),
             }
-            for message in conversation.messages.all()
+            for message in messages
         ],
+        "shown_leaf": position[shown[-1].pk] if shown else None,
     }
 
 
@@ -202,13 +214,25 @@ def import_conversations(user, items):
         # auto_now_add stamped every row with now; put the real times back.
         for message, (_fields, when) in zip(messages, item["messages"]):
             if when is not None:
-                Message.objects.filter(pk=message.pk).update(created=when)
+                Message.objects.filter(pk=message.pk).update(
+                    created=when, shown_at=when
+                )
+        _link_parents(messages, item["parents"])
+        if messages:
+            # Marks the branch on show as the one chosen at each of its forks.
+            tree.show(conversation, messages[item["shown_leaf"]])
         Conversation.objects.filter(pk=conversation.pk).update(
             created=item["created"] or conversation.created,
             updated=item["updated"] or conversation.updated,
         )
         created.append(conversation)
     return created
+
+
+def _link_parents(messages, parents):
+    for message, parent in zip(messages, parents):
+        message.parent_id = messages[parent].pk if parent is not None else None
+    Message.objects.bulk_update(messages, ["parent"])
 
 
 def _read_archive(data):
@@ -265,6 +289,8 @@ def _parse_conversation(data, name):
         raise ImportProblem(
             gettext_lazy("%(name)s has no readable list of messages.") % {"name": name}
         )
+    messages = [_parse_message(m, name) for m in raw_messages]
+    parents, shown_leaf = _parse_tree(data, raw_messages, name)
     return {
         "title": _text(data.get("title"), 200),
         "model": _text(data.get("model"), 200),
@@ -272,7 +298,9 @@ def _parse_conversation(data, name):
         "settings": _parse_settings(data.get("settings"), name),
         "created": _when(data.get("created")),
         "updated": _when(data.get("updated")),
-        "messages": [_parse_message(m, name) for m in raw_messages],
+        "messages": messages,
+        "parents": parents,
+        "shown_leaf": shown_leaf,
     }
 
 
@@ -311,6 +339,33 @@ def _parse_settings(data, name):
         "max_output_tokens": limit,
         "thinking": thinking,
     }
+def _parse_tree(data, raw_messages, name):
+    """Each message's parent by position, and the position the shown branch
+    ends at. A parent must come earlier in the list, so the tree can have
+    no loop; a file without parents is one chain."""
+    count = len(raw_messages)
+    if not any(isinstance(m, dict) and "parent" in m for m in raw_messages):
+        return [i - 1 if i else None for i in range(count)], count - 1
+
+    invalid = ImportProblem(
+        gettext_lazy("%(name)s has a message this app cannot read.") % {"name": name}
+    )
+    parents = []
+    for index, message in enumerate(raw_messages):
+        parent = message.get("parent")
+        if parent is not None and not _is_position(parent, index):
+            raise invalid
+        parents.append(parent)
+    shown_leaf = data.get("shown_leaf")
+    if shown_leaf is None:
+        shown_leaf = count - 1
+    elif not _is_position(shown_leaf, count):
+        raise invalid
+    return parents, shown_leaf
+
+
+def _is_position(value, below):
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < below
 
 
 def _parse_message(data, name):

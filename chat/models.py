@@ -4,6 +4,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from assistant.models import END_STATES
@@ -59,6 +60,15 @@ class Conversation(models.Model):
     # Set when the user deletes the conversation; it is hidden at once and
     # purged for good once the undo window has passed (see chat.actions).
     deleted_at = models.DateTimeField(null=True, blank=True)
+    # The last message of the branch the reader is shown (see chat.tree):
+    # a reload, another tab and the exports show the path that ends here.
+    current_leaf = models.ForeignKey(
+        "Message",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True, db_index=True)
 
@@ -145,6 +155,21 @@ class Message(models.Model):
     conversation = models.ForeignKey(
         Conversation, on_delete=models.CASCADE, related_name="messages"
     )
+    # The message this one follows: a question follows an answer, an answer
+    # its question. Messages with the same parent are versions of one turn
+    # (an edited question, a regenerated answer); the first questions of a
+    # conversation have none.
+    parent = models.ForeignKey(
+        "self",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="children",
+    )
+    # When the message was last on the branch shown. Where a branch forks,
+    # the version shown last is the one followed (chat.tree), so switching
+    # back to a question shows the answer the reader had chosen under it.
+    shown_at = models.DateTimeField(default=timezone.now)
     role = models.CharField(max_length=16, choices=Role.choices)
     content = models.TextField(blank=True)
     reasoning = models.TextField(blank=True)

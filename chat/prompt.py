@@ -9,6 +9,7 @@ template misbehaves on two user turns in a row.
 import math
 import unicodedata
 
+from chat import tree
 from chat.attachments import prompt_text
 from chat.models import Message
 from chat.presets import leading_system_prompt
@@ -20,17 +21,18 @@ SAFETY_MARGIN = 64
 
 
 def build_messages(conversation, reply, system_prompt=None):
-    """The prompt for `reply`: every turn before it, alternating, answers only.
+    """The prompt for `reply`: every turn before it on its own branch,
+    alternating, answers only. Other versions of a turn (regenerated
+    answers, edited questions) are never sent.
 
     The system message is the deployment's CHAT_SYSTEM_PROMPT followed by the
     conversation's own instructions, unless `system_prompt` replaces both.
     """
     if system_prompt is None:
         system_prompt = leading_system_prompt(conversation)
-    earlier = conversation.messages.filter(pk__lt=reply.pk).order_by("created", "id")
 
     turns = []
-    for message in earlier.only("role", "content").prefetch_related("attachments"):
+    for message in tree.earlier_turns(conversation, reply):
         content = message.content
         if message.role == Message.Role.USER:
             content = prompt_text(content, message.attachments.all())

@@ -17,7 +17,8 @@ from assistant import failures
 from assistant.admission import BATCH, Cancelled
 from assistant.catalog import offered_models
 from assistant.completion import CompletionFailure, complete
-from chat.models import TITLE_MAX_CHARS, Conversation, Message
+from chat import tree
+from chat.models import TITLE_MAX_CHARS, Conversation
 from chat.prompt import estimate_tokens
 
 logger = logging.getLogger(__name__)
@@ -40,12 +41,22 @@ def wants_title(conversation):
 
 
 def needs_title(conversation):
-    """True for a conversation whose first exchange just ended well."""
+    """True for a conversation whose first exchange just ended well.
+
+    The first exchange of the branch on show: an edited first question, or a
+    first answer written again, gets a title of its own.
+    """
     return (
         conversation.title_is_auto
         and conversation.deleted_at is None
-        and conversation.messages.count() == 2
+        and len(_first_exchange(conversation)) == 2
     )
+
+
+def _first_exchange(conversation):
+    """The branch on show, if it is one question and its answer; else []."""
+    path = tree.active_path(conversation, tree.skeleton(conversation))
+    return path if len(path) == 2 else []
 
 
 def title_model():
@@ -59,8 +70,8 @@ def title_model():
 def suggest_title(conversation, profile):
     """The model's title for the conversation's first exchange, or None."""
     question, answer = conversation.messages.filter(
-        role__in=[Message.Role.USER, Message.Role.ASSISTANT]
-    ).order_by("created", "id")[:2]
+        pk__in=[m.pk for m in _first_exchange(conversation)]
+    ).order_by("created", "id")
     messages = [
         {"role": "system", "content": TITLE_INSTRUCTIONS},
         {

@@ -1,6 +1,8 @@
 import datetime
 from urllib.parse import quote
 
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib import messages as flash
 from django.contrib.auth.decorators import login_required
@@ -18,7 +20,7 @@ from django.views.decorators.http import require_POST
 from assistant import failures
 from assistant.catalog import offered_models
 from assistant.models import ModelProfile
-from chat import actions, attachments, exports, presets, search
+from chat import actions, attachments, exports, presets, search, tree
 from chat.models import Conversation, Message, SharedLink
 from chat.prompt import can_extend
 from chat.rendering import render_markdown
@@ -41,7 +43,35 @@ def home(request):
 
 @login_required
 def conversation(request, pk):
-    return _room(request, _get_conversation_for_user(request, pk))
+    conversation = _get_conversation_for_user(request, pk)
+    _show_asked_branch(request, conversation)
+    return _room(request, conversation)
+
+
+def _show_asked_branch(request, conversation):
+    """Open the branch holding `?show=<message>`, as a search result asks.
+
+    The choice is kept, as a switch on the page would keep it, and the
+    conversation's other tabs follow.
+    """
+    shown_id = _as_int(request.GET.get("show"))
+    if shown_id is None:
+        return
+    shown = conversation.messages.filter(pk=shown_id).first()
+    if shown is None:
+        return
+    shown_path = tree.active_path(conversation, tree.skeleton(conversation))
+    if shown.pk in {m.pk for m in shown_path}:
+        return
+    actions.show_branch(conversation, shown)
+    announce_path(conversation)
+
+
+def _as_int(value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _get_conversation_for_user(request, pk):
@@ -53,10 +83,7 @@ def _room(request, conversation):
     messages = []
     if conversation is not None:
         profiles = {profile.name: profile for profile in models}
-        messages = [
-            message_data(m, profiles)
-            for m in conversation.messages.prefetch_related("attachments")
-        ]
+        messages = path_data(conversation, profiles)
 
     preset_choices = presets.presets_for(request.user)
     context = {
@@ -140,6 +167,26 @@ def _selected_model(conversation, models):
     return names[0] if names else ""
 
 
+def path_data(conversation, profiles=None):
+    """The messages of the branch on show, each with its place among its
+    versions, as the page's script draws them."""
+    messages = conversation.messages.prefetch_related("attachments")
+    branches = tree.Tree.of(conversation, messages)
+    return [
+        {**message_data(m, profiles), "branch": branches.branch_data(m)}
+        for m in branches.active_path(conversation)
+    ]
+
+
+def announce_path(conversation):
+    """Tell every page open on the conversation to draw the branch on show."""
+    group_send = async_to_sync(get_channel_layer().group_send)
+    group_send(
+        conversation.group_name,
+        {"type": "conversation.path", "conversation_id": conversation.pk},
+    )
+
+
 def message_data(message, profiles=None):
     """A message as the page's script draws it.
 
@@ -148,6 +195,7 @@ def message_data(message, profiles=None):
     """
     data = {
         "id": message.pk,
+        "parent_id": message.parent_id,
         "role": message.role,
         "content": message.content,
         "status": message.status,
@@ -215,6 +263,15 @@ def _ui_strings():
             "Little room is left for the reply in this model's context, so a "
             "reasoning model may run out while thinking. A new chat leaves more."
         ),
+        "regenerate": _("Regenerate"),
+        "edit": _("Edit"),
+        "edit.label": _("Edit the question"),
+        "edit.send": _("Send as a new version"),
+        "edit.cancel": _("Cancel"),
+        "branch.label": _("Versions"),
+        "branch.previous": _("Previous version"),
+        "branch.next": _("Next version"),
+        "branch.position": _("Version %(index)s of %(count)s"),
         "copy": _("Copy"),
         "copied": _("Copied"),
         "copyMarkdown": _("Copy as Markdown"),
@@ -347,7 +404,7 @@ def shared(request, token):
     context = {
         "conversation": conversation,
         "owner": conversation.user,
-        "messages": [_shared_message(m) for m in conversation.messages.all()],
+        "messages": [_shared_message(m) for m in tree.active_path(conversation)],
     }
     return render(request, "chat/shared.html", context)
 
@@ -455,7 +512,11 @@ def search_view(request):
 
 def _search_result(message, terms, include_reasoning):
     passage, in_reasoning = search.snippet(message, terms, include_reasoning)
-    url = message.conversation.get_absolute_url() + f"#message-{message.pk}"
+    # The hit may sit on a branch other than the one on show; `show` opens it.
+    url = (
+        message.conversation.get_absolute_url()
+        + f"?show={message.pk}#message-{message.pk}"
+    )
     return {
         "message": message,
         "conversation": message.conversation,

@@ -8,6 +8,11 @@
  * renders the newest text shows as plain text after the rendered part.
  * Events carry sequence numbers per reply; anything at or below the number
  * a reply already has is a repeat (snapshot and live overlap) and is dropped.
+ *
+ * A conversation is a tree of versions (regenerated answers, edited
+ * questions); the page shows one path of it. A switch, an edit or a
+ * regenerate is asked of the server, which answers every page on the
+ * conversation with the new path, and each page draws it afresh.
  */
 (function () {
   "use strict";
@@ -71,6 +76,7 @@
 
   function ReplyView(message) {
     this.id = message.id;
+    this.message = message;
     this.thinkingSince = null;
     this.userToggledPanel = false;
     this.lastEventAt = Date.now();
@@ -127,11 +133,31 @@
     this.copyButton = el("button", "copy-answer", t("copyMarkdown"));
     this.copyButton.type = "button";
     this.copyButton.addEventListener("click", function () { self.copyAnswer(); });
+    this.tools = el("div", "message-tools");
+    this.tools.append(this.copyButton);
+    if (this.message.parent_id) {
+      this.regenerateButton = el("button", "regenerate", t("regenerate"));
+      this.regenerateButton.type = "button";
+      this.regenerateButton.addEventListener("click", function () { self.regenerate(); });
+      this.tools.append(this.regenerateButton);
+    }
+    var nav = branchNav(this.message);
+    if (nav) this.tools.append(nav);
 
     this.node.append(
       this.panel, this.waiting, this.answerNode, this.note, this.warning, this.actions,
-      this.copyButton
+      this.tools
     );
+  };
+
+  /* A new answer to the same question; this one stays, as the other branch. */
+  ReplyView.prototype.regenerate = function () {
+    hideComposerError();
+    if (openReplies().length > 0) {
+      showComposerError(t("refused.busy"));
+      return;
+    }
+    sendAction({ action: "regenerate", message_id: this.id, model: els.model.value });
   };
 
   /* The answer as the model wrote it: Markdown, with math and code as source. */
@@ -281,6 +307,7 @@
     this.trimButton.hidden = TOO_LONG_CODES.indexOf(this.errorCode) === -1 ||
       !hasEarlierExchange(this.node);
     this.copyButton.hidden = open || !hasAnswer;
+    if (this.regenerateButton) this.regenerateButton.hidden = open;
     refreshStopButton();
   };
 
@@ -348,7 +375,119 @@
       bubble.append(el("span", "attachment-chip", "📎 " + attachment.name));
     });
     node.append(bubble);
+
+    var tools = el("div", "message-tools");
+    var edit = el("button", "edit-question", t("edit"));
+    edit.type = "button";
+    edit.addEventListener("click", function () { startEdit(node, bubble, message); });
+    tools.append(edit);
+    var nav = branchNav(message);
+    if (nav) tools.append(nav);
+    node.append(tools);
     els.messages.append(node);
+  }
+
+  /* -------------------------------------------------------------- branches */
+
+  /* "‹ 1/2 ›" under a message that has other versions; null if it has none. */
+  function branchNav(message) {
+    var branch = message.branch;
+    if (!branch || branch.count < 2) return null;
+    var nav = el("span", "branch-nav");
+    nav.setAttribute("role", "group");
+    nav.setAttribute("aria-label", t("branch.label"));
+    var position = el("span", "branch-position", branch.index + "/" + branch.count);
+    position.setAttribute("aria-label", t("branch.position", branch));
+    nav.append(
+      branchButton("‹", "branch.previous", branch.previous),
+      position,
+      branchButton("›", "branch.next", branch.next)
+    );
+    return nav;
+  }
+
+  function branchButton(symbol, label, targetId) {
+    var button = el("button", "branch-switch", symbol);
+    button.type = "button";
+    button.setAttribute("aria-label", t(label));
+    button.dataset.branch = label.split(".")[1];
+    button.disabled = targetId === null;
+    button.addEventListener("click", function () {
+      hideComposerError();
+      if (openReplies().length > 0) {
+        showComposerError(t("refused.busy"));
+        return;
+      }
+      sendAction({ action: "switch", message_id: targetId });
+    });
+    return button;
+  }
+
+  /* Turn a question into a box to edit it in; sent, it starts a new branch. */
+  function startEdit(node, bubble, message) {
+    if (node.querySelector(".edit-form")) return;
+    var form = el("form", "edit-form");
+    var text = el("textarea", "edit-text");
+    text.value = message.content;
+    text.rows = 3;
+    text.setAttribute("aria-label", t("edit.label"));
+    var bar = el("div", "edit-bar");
+    var cancel = el("button", "edit-cancel", t("edit.cancel"));
+    cancel.type = "button";
+    var send = el("button", "primary edit-send", t("edit.send"));
+    send.type = "submit";
+    bar.append(cancel, send);
+    form.append(text, bar);
+    bubble.hidden = true;
+    node.classList.add("is-editing");
+    node.insertBefore(form, bubble.nextSibling);
+
+    cancel.addEventListener("click", function () {
+      form.remove();
+      bubble.hidden = false;
+      node.classList.remove("is-editing");
+    });
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      // The box stays, with its text, until the server draws the new branch.
+      if (!questionFits(text.value)) return;
+      sendAction({
+        action: "edit", message_id: message.id, text: text.value, model: els.model.value
+      });
+    });
+    text.focus();
+  }
+
+  /* Draw the path the server says is on show, in place of the one shown. */
+  function drawPath(messages) {
+    // An edit being typed survives a redraw that another page caused, as
+    // long as its question is still shown.
+    var editing = {};
+    els.messages.querySelectorAll("article.message.is-editing").forEach(function (node) {
+      editing[node.dataset.messageId] = node.querySelector(".edit-text").value;
+    });
+    els.messages.querySelectorAll("article.message").forEach(function (node) {
+      node.remove();
+    });
+    state.replies = new Map();
+    messages.forEach(addMessage);
+    Object.keys(editing).forEach(function (id) {
+      var node = document.getElementById("message-" + id);
+      if (!node) return;
+      node.querySelector(".edit-question").click();
+      node.querySelector(".edit-text").value = editing[id];
+    });
+    refreshStopButton();
+    // Events of a new reply may have come before this path did; the
+    // snapshot brings the reply up to date.
+    watch();
+  }
+
+  /* The id of the last message shown: a new question follows it. */
+  function lastShownId() {
+    var nodes = els.messages.querySelectorAll("article.message");
+    var last = nodes[nodes.length - 1];
+    return last ? Number(last.dataset.messageId) : null;
   }
 
   function addReply(message) {
@@ -384,6 +523,10 @@
     var streaming = openReplies().length > 0;
     els.stop.hidden = !streaming;
     els.send.hidden = streaming;
+    // Nothing switches or branches while a reply is written.
+    els.messages.querySelectorAll(".edit-question, .branch-nav").forEach(function (node) {
+      node.classList.toggle("is-waiting", streaming);
+    });
   }
 
   /* ----------------------------------------------------------------- socket */
@@ -455,6 +598,8 @@
       }
     } else if (message.type === "posted") {
       handlePosted(message);
+    } else if (message.type === "path") {
+      if (message.conversation_id === state.conversationId) drawPath(message.messages);
     } else if (message.type === "renamed") {
       showTitle(message.conversation_id, message.title);
     } else if (message.type === "refused") {
@@ -484,8 +629,13 @@
     }
     // Another tab's question arrives once from the group; never draw twice.
     if (!state.replies.has(message.reply.id)) {
-      addMessage(message.question);
-      addMessage(message.reply);
+      if (message.question.parent_id === lastShownId()) {
+        addMessage(message.question);
+        addMessage(message.reply);
+      } else {
+        // It follows a branch this page does not show: ask for the path.
+        sendAction({ action: "path", conversation_id: state.conversationId });
+      }
     }
     refreshStopButton();
     els.messages.scrollTop = els.messages.scrollHeight;
@@ -561,21 +711,27 @@
 
   /* --------------------------------------------------------------- composer */
 
-  function submit() {
-    var text = els.text.value;
+  /* Whether a question can be sent now; if not, the composer says why. */
+  function questionFits(text) {
     hideComposerError();
     if (!text.trim()) {
       showComposerError(t("refused.empty"));
-      return;
+      return false;
     }
     if (text.length > pageData.maxMessageChars) {
       showComposerError(t("refused.too_long", { size: text.length, limit: pageData.maxMessageChars }));
-      return;
+      return false;
     }
     if (openReplies().length > 0) {
       showComposerError(t("refused.busy"));
-      return;
+      return false;
     }
+    return true;
+  }
+
+  function submit() {
+    var text = els.text.value;
+    if (!questionFits(text)) return;
     if (state.uploading > 0) {
       showComposerError(t("attach.wait"));
       return;
@@ -587,6 +743,7 @@
       conversation_id: state.conversationId,
       text: text,
       model: els.model.value,
+      parent_id: lastShownId(),
       attachment_ids: state.attachments.map(function (a) { return a.id; }),
       // Only a new conversation starts from a preset; later ones are
       // applied in the conversation's settings (static/chat/settings.js).

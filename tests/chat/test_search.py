@@ -75,7 +75,8 @@ def test_it_shows_results_that_open_the_conversation_at_the_message(client, rese
     response = client.get(reverse("chat-search"), {"q": "学习率"})
 
     page = response.content.decode()
-    assert f"{conversation.get_absolute_url()}#message-{answer.pk}" in page
+    opens_it = f"{conversation.get_absolute_url()}?show={answer.pk}#message-{answer.pk}"
+    assert opens_it in page
     assert "<mark>学习率</mark>" in page
 
 
