@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "assistant",
+    "assistant.api",
     "chat",
     "academic",
 ]
