@@ -11,9 +11,10 @@ import logging
 
 from asgiref.sync import sync_to_async
 from django.http import JsonResponse, StreamingHttpResponse
+from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 
-from assistant import catalog, quotas
+from assistant import catalog, metering, quotas
 from assistant.api import errors, limits
 from assistant.api.models import ApiKey
 from assistant.api.relay import (
@@ -36,7 +37,9 @@ def api_view(method):
             try:
                 if request.method != method:
                     raise errors.ApiError(
-                        405, "method_not_allowed", f"Use {method} for this endpoint."
+                        405,
+                        "method_not_allowed",
+                        _("Use %(method)s for this endpoint.") % {"method": method},
                     )
                 return await view(request, *args, **kwargs)
             except errors.ApiError as exc:
@@ -127,10 +130,11 @@ async def chat_completions(request):
         raise errors.bad_field("reasoning_field")
 
     profile = await find_profile(key, body.get("model"))
-    await sync_to_async(take_turn)(key)
     prompt_estimate = estimate_prompt(messages)
-    max_tokens = _output_limit(body, profile, prompt_estimate)
-    await sync_to_async(check_quotas)(key, prompt_estimate)
+    async with _metered_refusal(key, profile):
+        await sync_to_async(take_turn)(key)
+        max_tokens = _output_limit(body, profile, prompt_estimate)
+        await sync_to_async(check_quotas)(key, prompt_estimate)
 
     relay = Relay(key, profile, body, prompt_estimate, max_tokens)
     if not stream:
@@ -150,14 +154,39 @@ async def embeddings(request):
     texts = _inputs(body)
 
     profile = await find_profile(key, body.get("model"))
-    await sync_to_async(take_turn)(key)
     prompt_estimate = sum(count_text_tokens(text) for text in texts)
-    if prompt_estimate > profile.input_limit:
-        raise errors.too_long(prompt_estimate, profile)
-    await sync_to_async(check_quotas)(key, prompt_estimate)
+    async with _metered_refusal(key, profile):
+        await sync_to_async(take_turn)(key)
+        if prompt_estimate > profile.input_limit:
+            raise errors.too_long(prompt_estimate, profile)
+        await sync_to_async(check_quotas)(key, prompt_estimate)
 
     relay = EmbeddingRelay(key, profile, body, prompt_estimate)
     return JsonResponse(await relay.complete())
+
+
+class _metered_refusal:
+    """Leaves a usage record, at no cost, for a request refused by a limit."""
+
+    def __init__(self, key, profile):
+        self.key = key
+        self.profile = profile
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, exc_type, exc, traceback):
+        if isinstance(exc, errors.ApiError):
+            await sync_to_async(metering.record_request)(
+                user=self.key.user_id,
+                kind="api",
+                model=self.profile.name,
+                end_state="error",
+                error_code=exc.code[:32],
+                api_key=self.key.pk,
+                group=self.key.group_id,
+            )
+        return False
 
 
 @csrf_exempt

@@ -134,6 +134,7 @@ class Relay:
         self.error_code = ""
         self.end_state = None
         self._lease = None
+        self._finished = False
 
     # Admission
 
@@ -244,9 +245,13 @@ class Relay:
             async for event in self._events_or_failure():
                 for chunk in self._chunks_for(event):
                     yield _sse(chunk)
+            # Metered before the client hears the end, so that the usage
+            # page already counts a request its client saw finish.
+            await self.finish()
             yield _sse(self.usage_chunk())
             yield "data: [DONE]\n\n"
         except errors.ApiError as exc:
+            await self.finish()
             yield exc.sse()
         except (asyncio.CancelledError, GeneratorExit):
             self.gone.set()
@@ -409,6 +414,10 @@ class Relay:
     # The meter
 
     async def finish(self):
+        """Give the slot back and leave the usage record; once only."""
+        if self._finished:
+            return
+        self._finished = True
         if self._lease is not None:
             await sync_to_async(self._lease.release, thread_sensitive=False)()
             self._lease = None
