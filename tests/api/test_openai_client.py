@@ -243,3 +243,34 @@ def test_it_keeps_a_streamed_client_waiting_in_the_queue(client_for, model_api):
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     waited = UsageRecord.objects.order_by("created").last()
     assert waited.queue_ms > 0 and waited.end_state == "stop"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_it_passes_a_backend_refusal_on_as_an_openai_error(client_for, stream):
+    _key, raw_key = make_key()
+    refused_question = [{"role": "user", "content": "[[sim fault=http500]] Hi"}]
+
+    with pytest.raises(openai.APIError) as refused:
+        answer = client_for(raw_key).chat.completions.create(
+            model="deepseek-v3", messages=refused_question, stream=stream
+        )
+        if stream:
+            list(answer)
+
+    assert "The model service answered" in refused.value.message
+    record = UsageRecord.objects.get()
+    assert (record.end_state, record.error_code) == ("error", "server_error")
+
+
+def test_it_ends_a_stream_cut_by_the_backend_with_an_error(client_for):
+    _key, raw_key = make_key()
+    cut_question = [{"role": "user", "content": "[[sim fault=cut]] Hi"}]
+
+    with pytest.raises(openai.APIError):
+        list(
+            client_for(raw_key).chat.completions.create(
+                model="deepseek-v3", messages=cut_question, stream=True
+            )
+        )
+
+    assert UsageRecord.objects.get().end_state == "error"
