@@ -102,17 +102,8 @@ def main():
         app = start_app(env, work_dir / "app.log")
         wait_until_answering(f"{app_url(env)}/accounts/login/", app)
         raw_key = make_key(env, args.concurrency)
-        routes = {
-            "direct": openai.AsyncOpenAI(
-                base_url=simulator.url, api_key="x", max_retries=0
-            ),
-            "app": openai.AsyncOpenAI(
-                base_url=f"{app_url(env)}/v1", api_key=raw_key, max_retries=0
-            ),
-        }
-        first_tokens = asyncio.run(measure_first_tokens(routes, args.rounds))
-        throughput = asyncio.run(
-            measure_throughput(routes, args.concurrency, args.throughput_rounds)
+        first_tokens, throughput = asyncio.run(
+            measure(args, simulator.url, f"{app_url(env)}/v1", raw_key)
         )
         print_report(args, first_tokens, throughput)
     except BenchError as error:
@@ -136,6 +127,19 @@ def make_key(env, concurrency):
     except subprocess.CalledProcessError as error:
         raise BenchError(f"could not make a key: {error.stderr.decode()}") from None
     return done.stdout.decode().split()[-1]
+
+
+async def measure(args, direct_url, app_url_v1, raw_key):
+    # The clients pool connections on the loop they first run on: one loop.
+    routes = {
+        "direct": openai.AsyncOpenAI(base_url=direct_url, api_key="x", max_retries=0),
+        "app": openai.AsyncOpenAI(base_url=app_url_v1, api_key=raw_key, max_retries=0),
+    }
+    first_tokens = await measure_first_tokens(routes, args.rounds)
+    throughput = await measure_throughput(
+        routes, args.concurrency, args.throughput_rounds
+    )
+    return first_tokens, throughput
 
 
 async def one_stream(client):
