@@ -45,6 +45,10 @@ def api_view(method):
             except errors.ApiError as exc:
                 logger.info("api request refused: %s %s", exc.status, exc.code)
                 return exc.response()
+            except Exception:
+                # Clients read only OpenAI's error shape, never a 500 page.
+                logger.exception("api request to %s failed", request.path)
+                return errors.internal().response()
 
         wrapper.__name__ = view.__name__
         return csrf_exempt(wrapper)
@@ -151,10 +155,9 @@ async def chat_completions(request):
 async def embeddings(request):
     key = await authenticate(request)
     body = read_body(request)
-    texts = _inputs(body)
+    prompt_estimate = _estimate_inputs(body)
 
     profile = await find_profile(key, body.get("model"))
-    prompt_estimate = sum(count_text_tokens(text) for text in texts)
     async with _metered_refusal(key, profile):
         await sync_to_async(take_turn)(key)
         if prompt_estimate > profile.input_limit:
@@ -217,15 +220,22 @@ def _flag(body, name):
     return value
 
 
-def _inputs(body):
+def _estimate_inputs(body):
+    """Tokens of the texts to embed; token ids (lists of ints) count one each."""
     value = body.get("input")
     if value is None:
         raise errors.missing_field("input")
-    texts = [value] if isinstance(value, str) else value
-    if not isinstance(texts, list) or not texts:
+    inputs = [value] if isinstance(value, str) else value
+    if not isinstance(inputs, list) or not inputs:
         raise errors.bad_field("input")
-    # Token ids (lists of integers) are passed on; they count as one each.
-    return [text if isinstance(text, str) else "x " * len(text) for text in texts]
+    if isinstance(inputs[0], int):
+        inputs = [inputs]
+    if not all(isinstance(item, str | list) for item in inputs):
+        raise errors.bad_field("input")
+    return sum(
+        count_text_tokens(item) if isinstance(item, str) else len(item)
+        for item in inputs
+    )
 
 
 def _output_limit(body, profile, prompt_estimate):

@@ -172,3 +172,11 @@ def upstream(status, code, message):
         code,
         _("The model service answered: %(message)s") % {"message": message},
     )
+
+
+def internal():
+    return ApiError(
+        500,
+        "internal",
+        _("Something went wrong in the app. The error has been logged."),
+    )

@@ -66,6 +66,17 @@ FINISH_REASONS = {
     ReplyStatus.REASON_UNKNOWN: "stop",
 }
 
+# Request fields the relay sets itself rather than passing on.
+SET_BY_THE_APP = {
+    "model",
+    "messages",
+    "stream",
+    "stream_options",
+    "reasoning_field",
+    "max_tokens",
+    "max_completion_tokens",
+}
+
 _clients = {}
 
 
@@ -179,8 +190,7 @@ class Relay:
         extra = {
             name: value
             for name, value in self.body.items()
-            if name not in {"model", "messages", "stream", "stream_options"}
-            and name not in {"reasoning_field", "max_tokens", "max_completion_tokens"}
+            if name not in SET_BY_THE_APP
         }
         return {
             "model": self.profile.name,
@@ -253,6 +263,14 @@ class Relay:
         except errors.ApiError as exc:
             await self.finish()
             yield exc.sse()
+        except Cancelled:
+            # The client left while queued; nobody is there to tell.
+            self.end_state = ReplyStatus.STOPPED
+        except Exception:
+            logger.exception("api stream %s failed", self.id)
+            self.error_code = "internal"
+            await self.finish()
+            yield errors.internal().sse()
         except (asyncio.CancelledError, GeneratorExit):
             self.gone.set()
             self.end_state = ReplyStatus.STOPPED

@@ -132,3 +132,30 @@ def test_a_browser_user_goes_before_an_api_batch_that_queued_first(
     assert reply.status == Message.Status.STOP
     api_records = UsageRecord.objects.filter(kind="api", end_state="stop")
     assert api_records.count() == 2
+
+
+def test_a_client_that_leaves_the_queue_gives_its_place_up(client_for, model_api):
+    ModelProfile.ensure("deepseek-v3")
+    ModelProfile.objects.filter(name="deepseek-v3").update(concurrency_limit=1)
+    pool = pool_name("deepseek-v3")
+    _key, raw_key = make_key()
+    client = client_for(raw_key)
+    holder = threading.Thread(
+        target=client.chat.completions.create,
+        kwargs={
+            "model": "deepseek-v3",
+            "messages": [{"role": "user", "content": "[[sim delay=0.03 words=150]] A"}],
+        },
+    )
+    holder.start()
+    wait_for(lambda: model_api.stats["active"] == 1)
+
+    impatient = client.with_options(timeout=1.0)
+    with pytest.raises(openai.APITimeoutError):
+        impatient.chat.completions.create(model="deepseek-v3", messages=QUESTION)
+    wait_for(lambda: waiting_tickets(pool) == 0)
+    holder.join(timeout=30)
+
+    asked = [b["messages"][-1]["content"] for b in model_api.stats["recent_requests"]]
+    assert asked == ["[[sim delay=0.03 words=150]] A"]
+    wait_for(lambda: UsageRecord.objects.filter(end_state="stopped").exists())
