@@ -1,9 +1,9 @@
 """Relaying one API request to the backend: a fair wait, the stream, the meter.
 
-Runs inside Daphne's event loop with no Celery hop. The admission wait is
-the blocking wait_for_slot() of assistant.admission, run in a worker thread
-so the loop goes on serving; a client that leaves sets `gone`, which the
-waiter sees at its next poll. The upstream request goes through the openai
+Runs inside Daphne's event loop with no Celery hop. The admission wait
+takes the same queue as chat (assistant.admission) step by step, sleeping
+on the loop between polls; a client that leaves cancels the wait, and its
+ticket leaves the queue. The upstream request goes through the openai
 SDK's async client and is read as raw SSE lines by the same parser as chat
 (assistant.streaming), so every server form of reasoning comes out in the
 field the client asked for.
@@ -14,7 +14,10 @@ teams' jobs. The party in the round robin is the billed team, else the key,
 so a team does not get more turns by making more keys.
 
 Shortcomings: tool calls and logprobs in the upstream chunks are not relayed
-(the reply is rebuilt from the parsed text); a server that is busy (429,
+(the reply is rebuilt from the parsed text); a streamed reply whose
+reasoning the parser recognises only at a bare closing tag (a template that
+pre-fills the opener, with a profile that does not say so) has already gone
+out as answer text, and stays there; a server that is busy (429,
 503) is not asked again, its answer goes to the client; the quota's limit
 on concurrent requests is not counted for API requests, which the admission
 queue bounds instead.
@@ -33,7 +36,13 @@ from django.conf import settings
 from django.utils import timezone
 
 from assistant import failures, metering
-from assistant.admission import BATCH, Cancelled, TimedOut, wait_for_slot
+from assistant.admission import (
+    BATCH,
+    POLL_SECONDS,
+    Lease,
+    TimedOut,
+    get_admission,
+)
 from assistant.api import errors
 from assistant.completion import pool_name
 from assistant.streaming import (
@@ -150,33 +159,38 @@ class Relay:
     # Admission
 
     async def admit(self):
-        """Wait for a slot without holding up the event loop."""
-        holder = {}
-        try:
-            await sync_to_async(self._wait_in_thread, thread_sensitive=False)(holder)
-        except asyncio.CancelledError:
-            self.gone.set()
-            # Admitted just as the client left: give the slot straight back.
-            if "lease" in holder:
-                holder["lease"].release()
-            raise
-        self._lease = holder["lease"]
-        self.sent_at = time.monotonic()
+        """Wait for a slot in the model's queue without holding up the loop.
 
-    def _wait_in_thread(self, holder):
-        lease = wait_for_slot(
-            pool=pool_name(self.profile.name),
-            user_key=self.party,
-            priority=BATCH,
-            capacity=self.profile.concurrency_limit,
-            cost=self.profile.admission_cost(self.prompt_estimate),
-            cancelled=self.gone.is_set,
-            timeout=settings.QUEUE_TIMEOUT,
+        The waiting is asyncio.sleep between polls, so a thousand queued
+        requests hold no thread. Each poll is one short call to the
+        controller (a Lua script in Redis, or a dict in memory), made on the
+        loop itself: no thread to hand off to means no admission lost
+        between a thread and a cancelled caller.
+        """
+        controller = get_admission()
+        capacity = self.profile.concurrency_limit
+        deadline = time.monotonic() + settings.QUEUE_TIMEOUT
+        ticket = controller.enqueue(
+            pool_name(self.profile.name),
+            self.party,
+            BATCH,
+            self.profile.admission_cost(self.prompt_estimate),
         )
-        holder["lease"] = lease.start_renewing()
-        if self.gone.is_set():
-            lease.release()
-            raise Cancelled("client left")
+        try:
+            while True:
+                outcome = controller.admit_or_place(ticket, capacity)
+                if isinstance(outcome, Lease):
+                    break
+                if time.monotonic() >= deadline:
+                    raise TimedOut(ticket.id)
+                await asyncio.sleep(POLL_SECONDS)
+        except BaseException:
+            self.gone.set()
+            controller.cancel(ticket)
+            raise
+
+        self._lease = outcome.start_renewing()
+        self.sent_at = time.monotonic()
 
     @property
     def party(self):
@@ -263,9 +277,6 @@ class Relay:
         except errors.ApiError as exc:
             await self.finish()
             yield exc.sse()
-        except Cancelled:
-            # The client left while queued; nobody is there to tell.
-            self.end_state = ReplyStatus.STOPPED
         except Exception:
             logger.exception("api stream %s failed", self.id)
             self.error_code = "internal"
@@ -332,6 +343,9 @@ class Relay:
             if event.status is ReplyStatus.INCOMPLETE:
                 self.error_code = "incomplete"
                 raise errors.upstream(502, "incomplete", "the stream broke off")
+            if self.reasoning_field == "think_tags" and not self.parser.saw_answer:
+                if self.parser.saw_reasoning:
+                    yield self._chunk({"content": THINK_CLOSE})
             yield self._chunk({}, FINISH_REASONS.get(event.status, "stop"))
 
     def _reasoning_delta(self, text):
@@ -437,7 +451,7 @@ class Relay:
             return
         self._finished = True
         if self._lease is not None:
-            await sync_to_async(self._lease.release, thread_sensitive=False)()
+            self._lease.release()
             self._lease = None
         await sync_to_async(self._record)()
 

@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from assistant import metering
-from assistant.api.models import ApiKey
+from assistant.api.models import ApiKey, split_key
 from tests.api.conftest import make_key
 from tests.factories import make_user
 
@@ -38,7 +38,8 @@ def test_it_shows_a_new_key_once_and_stores_only_its_hash(client, researcher):
     key = ApiKey.objects.get()
     assert raw_key in page.content.decode()
     assert raw_key not in client.get(reverse("api-keys")).content.decode()
-    secret = raw_key.rsplit("-", 1)[1]
+    prefix, secret = split_key(raw_key)
+    assert prefix == key.prefix
     assert key.secret_hash == hashlib.sha256(secret.encode()).hexdigest()
     assert secret not in str(ApiKey.objects.values().get())
     assert (key.user, key.requests_per_minute) == (researcher, 30)

@@ -6,6 +6,7 @@ import time
 import openai
 import pytest
 
+from assistant.api.models import split_key
 from assistant.models import ModelProfile, UsageRecord
 from tests.api.conftest import make_key
 
@@ -120,10 +121,10 @@ def test_it_lists_only_the_models_in_the_key_scope(client_for):
 
 def test_it_refuses_a_bad_key_in_the_openai_error_format(client_for):
     _key, raw_key = make_key()
-    prefix = raw_key.rsplit("-", 1)[0]
+    prefix, _secret = split_key(raw_key)
 
     with pytest.raises(openai.AuthenticationError) as refused:
-        client_for(prefix + "-wrong").chat.completions.create(
+        client_for(f"ra-{prefix}-wrong").chat.completions.create(
             model="deepseek-r1", messages=QUESTION
         )
 
