@@ -6,6 +6,7 @@ model's context, then the quotas; only then does it take a place in the
 model's admission queue (assistant.api.relay).
 """
 
+import functools
 import json
 import logging
 
@@ -33,6 +34,7 @@ def api_view(method):
     """Answer ApiErrors in OpenAI's shape, and other methods with a 405."""
 
     def decorate(view):
+        @functools.wraps(view)
         async def wrapper(request, *args, **kwargs):
             try:
                 if request.method != method:
@@ -50,7 +52,6 @@ def api_view(method):
                 logger.exception("api request to %s failed", request.path)
                 return errors.internal().response()
 
-        wrapper.__name__ = view.__name__
         return csrf_exempt(wrapper)
 
     return decorate
@@ -135,7 +136,7 @@ async def chat_completions(request):
 
     profile = await find_profile(key, body.get("model"))
     prompt_estimate = estimate_prompt(messages)
-    async with _metered_refusal(key, profile):
+    async with _MeteredRefusal(key, profile):
         await sync_to_async(take_turn)(key)
         max_tokens = _output_limit(body, profile, prompt_estimate)
         await sync_to_async(check_quotas)(key, prompt_estimate)
@@ -158,7 +159,7 @@ async def embeddings(request):
     prompt_estimate = _estimate_inputs(body)
 
     profile = await find_profile(key, body.get("model"))
-    async with _metered_refusal(key, profile):
+    async with _MeteredRefusal(key, profile):
         await sync_to_async(take_turn)(key)
         if prompt_estimate > profile.input_limit:
             raise errors.too_long(prompt_estimate, profile)
@@ -168,7 +169,7 @@ async def embeddings(request):
     return JsonResponse(await relay.complete())
 
 
-class _metered_refusal:
+class _MeteredRefusal:
     """Leaves a usage record, at no cost, for a request refused by a limit."""
 
     def __init__(self, key, profile):
