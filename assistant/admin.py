@@ -259,9 +259,11 @@ class UsageRecordAdmin(admin.ModelAdmin):
         "queue_ms",
         "first_token_ms",
         "duration_ms",
+        "api_key",
+        "group",
     ]
-    list_filter = ["kind", "end_state", "model"]
-    list_select_related = ["user"]
+    list_filter = ["kind", "end_state", "model", "group"]
+    list_select_related = ["user", "api_key", "group"]
     search_fields = ["user__username"]
     date_hierarchy = "created"
 

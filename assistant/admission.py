@@ -260,6 +260,16 @@ class AdmissionController:
 
             self._sleep(ticket, POLL_SECONDS)
 
+    def admit_or_place(self, ticket, capacity):
+        """One step of a wait: a Lease if admitted, else the QueuePlace.
+
+        For a caller that waits its own way between steps (an event loop,
+        with asyncio.sleep); it must call again within the ticket's TTL,
+        and cancel() the ticket if it gives up. A ticket that expired all
+        the same queues again, at the back.
+        """
+        return self._poll_or_requeue(ticket, capacity)
+
     def _poll_or_requeue(self, ticket, capacity):
         try:
             return self._poll(ticket, capacity, admit=True)

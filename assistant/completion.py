@@ -36,9 +36,14 @@ logger = logging.getLogger(__name__)
 OWN_TURN_POLL_SECONDS = 1.0
 
 
-def pool_name(model):
-    """The admission pool of a model: one per backend and model."""
-    return f"{connection_for_model(model).pool_prefix}|{model}"
+def pool_name(model, connection=None):
+    """The admission pool of a model: one per backend and model.
+
+    Give the model's Connection where the database may not be asked (on an
+    event loop); without it, the model's backend is looked up.
+    """
+    connection = connection or connection_for_model(model)
+    return f"{connection.pool_prefix}|{model}"
 
 
 class StreamGuard:

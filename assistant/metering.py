@@ -52,12 +52,16 @@ def record_request(
     queue_ms=None,
     first_token_ms=None,
     duration_ms=None,
+    api_key=None,
+    group=None,
     now=None,
 ):
     """Store and log one ended model request; returns the UsageRecord.
 
     `user` may be a user or a user id. Times are in milliseconds, None when
-    the request never got that far. `now` sets the record's time (tests).
+    the request never got that far. `api_key` and `group` (objects or ids)
+    attribute a request through the API to its key and billed team. `now`
+    sets the record's time (tests).
     """
     record = UsageRecord(
         kind=UsageRecord.Kind(kind),
@@ -78,6 +82,8 @@ def record_request(
         duration_ms=duration_ms,
     )
     record.user_id = getattr(user, "pk", user)
+    record.api_key_id = getattr(api_key, "pk", api_key)
+    record.group_id = getattr(group, "pk", group)
     if now is not None:
         record.created = now
     record.save()
@@ -89,10 +95,12 @@ def record_request(
 def _log(record):
     # Operators read these lines; no message text and no key goes in them.
     logger.info(
-        "model request user=%s kind=%s model=%s end=%s error=%s prompt_tokens=%s "
-        "completion_tokens=%s reasoning_tokens=%s counted_tokens=%s queue_ms=%s "
-        "first_token_ms=%s duration_ms=%s",
+        "model request user=%s key=%s group=%s kind=%s model=%s end=%s error=%s "
+        "prompt_tokens=%s completion_tokens=%s reasoning_tokens=%s "
+        "counted_tokens=%s queue_ms=%s first_token_ms=%s duration_ms=%s",
         record.user_id,
+        record.api_key_id or "-",
+        record.group_id or "-",
         record.kind,
         record.model,
         record.end_state,

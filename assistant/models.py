@@ -379,6 +379,23 @@ class UsageRecord(models.Model):
         _("time to first token (ms)"), null=True
     )
     duration_ms = models.PositiveIntegerField(_("duration (ms)"), null=True)
+    # Set for requests through the API: the key used and the team billed.
+    api_key = models.ForeignKey(
+        "api.ApiKey",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="usage_records",
+        verbose_name=_("API key"),
+    )
+    group = models.ForeignKey(
+        "auth.Group",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="usage_records",
+        verbose_name=_("billed team"),
+    )
     created = models.DateTimeField(_("created"), default=timezone.now)
 
     class Meta:
@@ -386,6 +403,8 @@ class UsageRecord(models.Model):
         indexes = [
             # The quota check and the usage page read one user's recent rows.
             models.Index(fields=["user", "created"]),
+            # A key's token quota and the API usage page read one key's rows.
+            models.Index(fields=["api_key", "created"]),
             # The staff overview reads everyone's recent rows.
             models.Index(fields=["created"]),
         ]

@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "assistant",
+    "assistant.api",
     "chat",
     "academic",
 ]

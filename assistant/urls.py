@@ -3,6 +3,7 @@ from django.urls import include, path
 from mozilla_django_oidc.views import OIDCLogoutView
 
 from assistant import usage_views, views
+from assistant.api.urls import page_patterns, v1_patterns
 
 urlpatterns = [
     path("accounts/login/", views.SignInView.as_view(), name="login"),
@@ -17,5 +18,7 @@ urlpatterns = [
     path("code/", include("academic.code_urls")),
     path("usage/", usage_views.usage_home, name="usage-home"),
     path("usage/overview/", usage_views.usage_overview, name="usage-overview"),
+    path("v1/", include(v1_patterns)),
+    path("api/", include(page_patterns)),
     path("", include("chat.urls")),
 ]

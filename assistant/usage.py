@@ -43,7 +43,7 @@ def records_since(first_day):
     return UsageRecord.objects.filter(created__gte=start)
 
 
-def _local_date():
+def local_date():
     return TruncDate("created", tzinfo=timezone.get_current_timezone())
 
 
@@ -52,7 +52,7 @@ def daily_use(user, days):
     rows = (
         records_since(days[0])
         .filter(user=user)
-        .annotate(day=_local_date())
+        .annotate(day=local_date())
         .values("day", "model")
         .annotate(**TOTALS)
         .order_by("-day", "model")
@@ -91,7 +91,7 @@ def overview(now, days=REPORT_DAYS):
     by_state = list(
         records.values("end_state").annotate(requests=Count("id")).order_by("-requests")
     )
-    by_day = records.annotate(day=_local_date()).values("day")
+    by_day = records.annotate(day=local_date()).values("day")
     return {
         "days": report,
         "by_user": _named(

@@ -14,6 +14,9 @@ Endpoints:
 
     GET  /v1/models             the served models, with vLLM's max_model_len
     POST /v1/chat/completions   replies, streamed as SSE when "stream" is true
+    POST /v1/embeddings         a vector per input, the same for the same text,
+                                for any model id (none is listed, so that the
+                                chat's model list stays as it is)
     GET  /health                {"status": "ok"}, for readiness checks
     GET  /sim/stats             counters, recent request bodies, disconnect
                                 times, when tagged replies began reasoning
@@ -88,6 +91,7 @@ Tests can also script the next chat reply: queue_events() replays a
 stream-cases entry's events verbatim, queue_error() answers with an HTTP error.
 """
 
+import hashlib
 import hmac
 import json
 import logging
@@ -355,6 +359,44 @@ def model_listing(served=None):
         for name, served in served_models.items()
     ]
     return {"object": "list", "data": models}
+
+
+EMBEDDING_DIMENSIONS = 8
+
+
+def embedding_response(body):
+    """Unit vectors drawn from a hash of each input: equal texts, equal vectors."""
+    inputs = body.get("input")
+    texts = [inputs] if isinstance(inputs, str) else inputs
+    if not isinstance(texts, list) or not texts:
+        raise RequestError(400, "input must be a string or a list")
+
+    dimensions = body.get("dimensions") or EMBEDDING_DIMENSIONS
+    data = []
+    tokens = 0
+    for index, text in enumerate(texts):
+        text = text if isinstance(text, str) else " ".join(map(str, text))
+        tokens += replies.estimate_tokens(text)
+        data.append(
+            {
+                "object": "embedding",
+                "index": index,
+                "embedding": _vector(text, dimensions),
+            }
+        )
+    return {
+        "object": "list",
+        "data": data,
+        "model": body.get("model", ""),
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+def _vector(text, dimensions):
+    digest = hashlib.sha256(text.encode()).digest()
+    values = [digest[i % len(digest)] - 127.5 for i in range(dimensions)]
+    norm = math.sqrt(sum(value * value for value in values)) or 1.0
+    return [value / norm for value in values]
 
 
 def message_text(message):
@@ -722,6 +764,7 @@ class SimulatorHandler(BaseHTTPRequestHandler):
     def do_POST(self):
         routes = {
             "/v1/chat/completions": self._chat_completions,
+            "/v1/embeddings": self._embeddings,
             "/sim/reset": self._reset_stats,
         }
         self._dispatch(routes)
@@ -765,6 +808,11 @@ class SimulatorHandler(BaseHTTPRequestHandler):
         self._read_body()
         self.simulator.reset_stats()
         self._send_json(200, {"status": "ok"})
+
+    def _embeddings(self):
+        self._check_api_key()
+        body = self._read_json_body()
+        self._send_json(200, embedding_response(body))
 
     def _chat_completions(self):
         stats = self.simulator.stats_recorder

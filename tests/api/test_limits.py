@@ -1,0 +1,161 @@
+"""A key's rate and quotas, and its place in the queue beside browser users."""
+
+import threading
+
+import openai
+import pytest
+
+from assistant import admission, metering
+from assistant.api.relay import estimate_prompt
+from assistant.completion import pool_name
+from assistant.models import ModelProfile, Quota, UsageRecord
+from chat.models import Message
+from chat.tasks import generate_reply
+from tests.api.conftest import make_key
+from tests.api.test_openai_client import QUESTION, wait_for
+from tests.factories import make_conversation, make_user, queue_reply
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_it_answers_429_with_retry_after_past_the_key_rate(client_for, model_api):
+    _key, raw_key = make_key(requests_per_minute=2)
+    client = client_for(raw_key)
+    client.models.list()
+
+    client.chat.completions.create(model="deepseek-v3", messages=QUESTION)
+    client.chat.completions.create(model="deepseek-v3", messages=QUESTION)
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.chat.completions.create(model="deepseek-v3", messages=QUESTION)
+
+    assert refused.value.code == "rate_limit_exceeded"
+    assert 1 <= int(refused.value.response.headers["Retry-After"]) <= 60
+    assert model_api.stats["requests"] == 2
+
+
+def spend(user, key, tokens):
+    metering.record_request(
+        user=user,
+        kind="api",
+        model="deepseek-v3",
+        end_state="stop",
+        prompt_tokens=tokens,
+        completion_tokens=0,
+        api_key=key,
+    )
+
+
+@pytest.mark.parametrize("spent_beyond_edge, admitted", [(0, True), (1, False)])
+def test_the_key_quota_admits_a_prompt_that_fits_exactly_and_no_more(
+    client_for, model_api, spent_beyond_edge, admitted
+):
+    key, raw_key = make_key(daily_tokens=1000)
+    prompt = estimate_prompt(QUESTION)
+    spend(key.user, key, 1000 - prompt + spent_beyond_edge)
+    client = client_for(raw_key)
+
+    if admitted:
+        client.chat.completions.create(model="deepseek-v3", messages=QUESTION)
+        assert model_api.stats["requests"] == 1
+        return
+
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.chat.completions.create(model="deepseek-v3", messages=QUESTION)
+    assert refused.value.code == "key_quota_daily"
+    assert refused.value.body["type"] == "insufficient_quota"
+    assert model_api.stats["requests"] == 0
+
+
+def test_the_team_quota_of_the_key_user_applies(client_for, model_api, team):
+    user = make_user()
+    user.groups.add(team)
+    Quota.objects.create(group=team, daily_tokens=10)
+    _key, raw_key = make_key(user=user, group=team)
+    spend(user, None, 10)
+
+    with pytest.raises(openai.RateLimitError) as refused:
+        client_for(raw_key).chat.completions.create(
+            model="deepseek-v3", messages=QUESTION
+        )
+
+    assert refused.value.code == "quota_daily"
+    assert UsageRecord.objects.filter(error_code="quota_daily").exists()
+
+
+def waiting_tickets(pool):
+    controller = admission.get_admission()
+    if isinstance(controller, admission.RedisAdmission):
+        return controller._redis.hlen(controller._keys(pool)[0])
+    state = controller._pools.get(pool)
+    return len(state.waiting) if state else 0
+
+
+def test_a_browser_user_goes_before_an_api_batch_that_queued_first(
+    client_for, model_api
+):
+    """One slot: an API job holds it, a second waits, then a chat reply comes.
+
+    The chat reply is interactive and goes first although it queued last;
+    the API request waits its turn instead of starving the browser user.
+    """
+    ModelProfile.ensure("deepseek-v3")
+    ModelProfile.objects.filter(name="deepseek-v3").update(concurrency_limit=1)
+    pool = pool_name("deepseek-v3")
+    _key, raw_key = make_key()
+    client = client_for(raw_key)
+
+    def ask(text):
+        client.chat.completions.create(
+            model="deepseek-v3", messages=[{"role": "user", "content": text}]
+        )
+
+    holder = threading.Thread(target=ask, args=["[[sim delay=0.03 words=80]] hold"])
+    holder.start()
+    wait_for(lambda: model_api.stats["active"] == 1)
+    batch = threading.Thread(target=ask, args=["api batch item"])
+    batch.start()
+    wait_for(lambda: waiting_tickets(pool) == 1)
+    conversation = make_conversation(make_user("browser-user"), model="deepseek-v3")
+    _asked, reply = queue_reply(conversation, "browser question")
+    browser = threading.Thread(target=generate_reply, args=[reply.pk])
+    browser.start()
+    wait_for(lambda: waiting_tickets(pool) == 2)
+
+    for thread in (holder, batch, browser):
+        thread.join(timeout=30)
+
+    asked = [
+        body["messages"][-1]["content"] for body in model_api.stats["recent_requests"]
+    ]
+    assert asked[1:] == ["browser question", "api batch item"]
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.STOP
+    api_records = UsageRecord.objects.filter(kind="api", end_state="stop")
+    assert api_records.count() == 2
+
+
+def test_a_client_that_leaves_the_queue_gives_its_place_up(client_for, model_api):
+    ModelProfile.ensure("deepseek-v3")
+    ModelProfile.objects.filter(name="deepseek-v3").update(concurrency_limit=1)
+    pool = pool_name("deepseek-v3")
+    _key, raw_key = make_key()
+    client = client_for(raw_key)
+    holder = threading.Thread(
+        target=client.chat.completions.create,
+        kwargs={
+            "model": "deepseek-v3",
+            "messages": [{"role": "user", "content": "[[sim delay=0.03 words=150]] A"}],
+        },
+    )
+    holder.start()
+    wait_for(lambda: model_api.stats["active"] == 1)
+
+    impatient = client.with_options(timeout=1.0)
+    with pytest.raises(openai.APITimeoutError):
+        impatient.chat.completions.create(model="deepseek-v3", messages=QUESTION)
+    wait_for(lambda: waiting_tickets(pool) == 0)
+    holder.join(timeout=30)
+
+    asked = [b["messages"][-1]["content"] for b in model_api.stats["recent_requests"]]
+    assert asked == ["[[sim delay=0.03 words=150]] A"]
+    wait_for(lambda: UsageRecord.objects.filter(end_state="stopped").exists())
