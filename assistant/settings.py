@@ -291,13 +291,16 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool(
     "HSTS_INCLUDE_SUBDOMAINS", SESSION_COOKIE_SECURE
 )
 SECURE_HSTS_PRELOAD = env_bool("HSTS_PRELOAD", SESSION_COOKIE_SECURE)
-SECURE_SSL_REDIRECT = env_bool("SSL_REDIRECT", SESSION_COOKIE_SECURE)
 # Behind a TLS-terminating proxy the app sees plain HTTP; the proxy says
 # what the browser used in X-Forwarded-Proto, which is trusted only with
 # TRUSTED_PROXY_COUNT set (a client could send it too). Without it, an SSL
-# redirect behind such a proxy would redirect for ever.
+# redirect behind such a proxy would redirect for ever, so the redirect is
+# on by default only where the header is trusted.
 if TRUSTED_PROXY_COUNT:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool(
+    "SSL_REDIRECT", SESSION_COOKIE_SECURE and TRUSTED_PROXY_COUNT > 0
+)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 # The largest request body of any kind; each upload has a smaller limit of
 # its own (a project zip 20 MB, an image 10 MB, an attachment 10 MB).

@@ -62,3 +62,12 @@ def test_it_fails_on_a_short_secret_key():
 
     assert result.returncode != 0
     assert "security.W009" in result.stderr
+
+
+def test_it_warns_about_the_redirect_when_no_proxy_is_trusted():
+    """Without a trusted proxy the app cannot tell HTTPS from HTTP behind
+    one, so it does not redirect on its own, and the check says so."""
+    result = run_deploy_check(TRUSTED_PROXY_COUNT="0")
+
+    assert result.returncode != 0
+    assert "security.W008" in result.stderr
