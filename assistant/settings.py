@@ -257,6 +257,9 @@ AXES_LOCKOUT_CALLABLE = "assistant.throttling.locked_out"
 # Successful sign-ins are not worth a row each; failures and lockouts are
 # in the admin (Axes: access attempts).
 AXES_DISABLE_ACCESS_LOG = True
+# Axes logs each failure and lockout as a warning; the address helps whoever
+# is on call, the username may be a password typed in the wrong box.
+AXES_SENSITIVE_PARAMETERS = ["username"]
 
 LANGUAGE_CODE = "zh-hans"
 LANGUAGES = [("zh-hans", _("Simplified Chinese")), ("en", _("English"))]
