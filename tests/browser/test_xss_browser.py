@@ -133,6 +133,27 @@ def test_it_streams_the_corpus_as_answer_and_reasoning_inert(watched, simulator)
     assert_inert(watched, "stored reply after a reload")
 
 
+def test_it_streams_the_corpus_between_think_tags_inert(watched, simulator):
+    """Reasoning written inline, as some servers send R1's, with the tags
+    themselves cut across chunks."""
+    sign_in(watched)
+    text = "\n\n".join(text for _number, text in CORPUS)
+    inline = f"<think>\n{text}\n</think>\n\n{text}"
+    events = [
+        _chunk({"content": inline[start : start + CHUNK_CHARS]}, None)
+        for start in range(0, len(inline), CHUNK_CHARS)
+    ]
+    simulator.queue_events([*events, _chunk({}, "stop"), "[DONE]"])
+
+    send(watched, "show me the corpus", model="deepseek-r1-tags")
+    wait_for_end(watched)
+    reply = last_reply(watched)
+
+    assert "__xss_hit(" in reply.locator(".reasoning-text").text_content()
+    assert "__xss_hit(" in reply.locator(".answer").inner_text()
+    assert_inert(watched, "reply with inline reasoning")
+
+
 def streamed_events(text):
     """The reply as an OpenAI-compatible stream, in chunks of a few
     characters, so that tags arrive cut apart."""
