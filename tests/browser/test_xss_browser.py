@@ -24,7 +24,7 @@ import zipfile
 import pytest
 
 from tests.browser.conftest import sign_in
-from tests.browser.test_chat_browser import last_reply, send, wait_for_end
+from tests.browser.test_chat_browser import last_reply, send
 from tests.security.corpus import payloads
 
 pytestmark = pytest.mark.browser
@@ -120,7 +120,7 @@ def test_it_streams_the_corpus_as_answer_and_reasoning_inert(watched, simulator)
     simulator.queue_events(streamed_events(text))
 
     send(watched, "show me the corpus", model="deepseek-r1")
-    wait_for_end(watched)
+    wait_for_long_reply(watched)
     reply = last_reply(watched)
     reply.locator("details.reasoning summary").click()
 
@@ -146,12 +146,20 @@ def test_it_streams_the_corpus_between_think_tags_inert(watched, simulator):
     simulator.queue_events([*events, _chunk({}, "stop"), "[DONE]"])
 
     send(watched, "show me the corpus", model="deepseek-r1-tags")
-    wait_for_end(watched)
+    wait_for_long_reply(watched)
     reply = last_reply(watched)
 
     assert "__xss_hit(" in reply.locator(".reasoning-text").text_content()
     assert "__xss_hit(" in reply.locator(".answer").inner_text()
     assert_inert(watched, "reply with inline reasoning")
+
+
+def wait_for_long_reply(page):
+    # Thousands of small chunks, each rendered as it comes: on a loaded
+    # machine that takes longer than the default wait.
+    page.wait_for_selector(
+        "article.message.assistant:last-child:not(.is-open)", timeout=180_000
+    )
 
 
 def streamed_events(text):
