@@ -11,15 +11,18 @@ processed rather than guessed. .bib, .cls, .sty, figures and anything else
 stay in the archive untouched.
 
 Archive paths are checked before anything is read: no absolute paths, no
-"..", no links, and limits on the member count and sizes, so that a crafted
-zip can neither escape nor exhaust the server.
+"..", no links, and limits on the member count, the sizes and the
+compression ratio, so that a crafted zip can neither escape nor exhaust the
+server; an encrypted or damaged member is refused with its name.
 """
 
 import io
+import logging
 import posixpath
 import re
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 
 from django.utils.translation import gettext_lazy as _
@@ -31,6 +34,13 @@ MAX_MEMBERS = 500
 MAX_MEMBER_BYTES = 5 * 1024 * 1024
 MAX_TOTAL_BYTES = 50 * 1024 * 1024
 MAX_EDITED_FILES = 100
+# Text compresses about 4:1 and TeX sources rarely beyond 20:1; a member that
+# claims far more is a bomb, refused before it is inflated. Small members
+# are exempt, as a page of blanks compresses that well honestly.
+MAX_RATIO = 100
+RATIO_CHECKED_FROM_BYTES = 1024 * 1024
+
+logger = logging.getLogger(__name__)
 
 DOCUMENTCLASS = re.compile(r"\\documentclass\b")
 INPUT = re.compile(
@@ -92,10 +102,42 @@ def read_members(data):
             raise ProjectProblem(
                 _("%(path)s is too large.") % {"path": path}, info.filename
             )
-        # Read no more than announced: a lying header cannot inflate it.
-        with archive.open(info) as member:
-            members[path] = member.read(MAX_MEMBER_BYTES + 1)[:MAX_MEMBER_BYTES]
+        if _inflates_suspiciously(info):
+            raise ProjectProblem(
+                _("%(path)s unpacks to far more than it takes in the archive.")
+                % {"path": path},
+                info.filename,
+            )
+        members[path] = _read_member(archive, info, path)
     return members
+
+
+def _inflates_suspiciously(info):
+    if info.file_size < RATIO_CHECKED_FROM_BYTES:
+        return False
+    return info.file_size > MAX_RATIO * max(info.compress_size, 1)
+
+
+def _read_member(archive, info, path):
+    # Read no more than announced: a lying header cannot inflate it, and
+    # zipfile stops with BadZipFile where the data runs past the header.
+    try:
+        with archive.open(info) as member:
+            return member.read(MAX_MEMBER_BYTES + 1)[:MAX_MEMBER_BYTES]
+    except RuntimeError:
+        # zipfile's way of saying a member is encrypted.
+        raise ProjectProblem(
+            _("%(path)s is encrypted; upload the archive without a password.")
+            % {"path": path},
+            info.filename,
+        ) from None
+    except (zipfile.BadZipFile, zlib.error, NotImplementedError, EOFError) as exc:
+        logger.info("Project archive member %s unreadable: %s", info.filename, exc)
+        raise ProjectProblem(
+            _("%(path)s is damaged or packed in a way that cannot be read.")
+            % {"path": path},
+            info.filename,
+        ) from None
 
 
 def safe_path(info):

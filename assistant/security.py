@@ -9,9 +9,15 @@ provider, because signing in and out there is a redirect after a POST,
 which browsers check against `form-action`.
 """
 
+import logging
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.http import JsonResponse
+from django.shortcuts import render
+from django.utils.translation import gettext as _
+
+logger = logging.getLogger(__name__)
 
 
 def build_policy(host):
@@ -48,3 +54,49 @@ class ContentSecurityPolicyMiddleware:
         if "Content-Security-Policy" not in response:
             response["Content-Security-Policy"] = build_policy(request.get_host())
         return response
+
+
+class RequestSizeLimitMiddleware:
+    """Refuse a request whose declared body is over MAX_REQUEST_BYTES.
+
+    Every upload has a smaller limit of its own, checked where it is read;
+    this is the ceiling above them all, so that no form parses a body far
+    beyond any of them. The server has received the body by the time this
+    runs (Django's ASGI handler reads it first), so the proxy in front
+    should refuse such bodies too (nginx: client_max_body_size).
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        declared = _declared_length(request)
+        if declared > settings.MAX_REQUEST_BYTES:
+            logger.warning(
+                "Refused a %s byte request to %s (limit %s)",
+                declared,
+                request.path,
+                settings.MAX_REQUEST_BYTES,
+            )
+            return _too_large(request)
+        return self.get_response(request)
+
+
+def _declared_length(request):
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 0
+
+
+def _too_large(request):
+    limit = settings.MAX_REQUEST_BYTES // (1024 * 1024)
+    message = _(
+        "The upload is larger than %(limit)s MB, more than any file here may be."
+    ) % {"limit": limit}
+    # The page's scripts send their uploads with the CSRF header and show
+    # an "error" field; a plain form gets a page.
+    if "HTTP_X_CSRFTOKEN" in request.META:
+        return JsonResponse({"error": message}, status=413)
+    context = {"title": _("The upload is too large"), "message": message}
+    return render(request, "request_too_large.html", context, status=413)

@@ -7,6 +7,7 @@ web process. With them set, it expects PostgreSQL and Redis and separate
 Daphne and Celery processes.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -43,6 +44,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "axes",
     "assistant",
     "assistant.api",
     "chat",
@@ -55,11 +57,15 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
+    # After the language is known, before anything reads the body.
+    "assistant.security.RequestSizeLimitMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, so that it turns a refused sign-in into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "assistant.urls"
@@ -253,11 +259,36 @@ OIDC_TOKEN_USE_BASIC_AUTH = True
 OIDC_AUTHENTICATION_CALLBACK_URL = "oidc-callback"
 OIDC_OP_LOGOUT_URL_METHOD = "assistant.oidc.provider_logout_url"
 
-AUTHENTICATION_BACKENDS = []
+# The throttle comes first: it refuses a locked-out sign-in before any
+# backend checks the password (assistant/throttling.py).
+AUTHENTICATION_BACKENDS = ["assistant.throttling.SignInThrottleBackend"]
 if OIDC_ISSUER:
     AUTHENTICATION_BACKENDS.append("assistant.oidc.InstitutionBackend")
 if LOCAL_LOGIN_ENABLED:
     AUTHENTICATION_BACKENDS.append("django.contrib.auth.backends.ModelBackend")
+
+# Password sign-ins: this many failures for one username from one address
+# lock that pair out for the cool-off.
+LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+LOGIN_COOLOFF_MINUTES = env_int("LOGIN_COOLOFF_MINUTES", 15, minimum=1)
+# Reverse proxies in front of the app that append to X-Forwarded-For; the
+# client's address is read that many entries from the right. 0 trusts no
+# header and takes the socket's address.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
+AXES_ENABLED = env_bool("LOGIN_THROTTLE", True)
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "assistant.throttling.client_ip"
+AXES_WHITELIST_CALLABLE = "assistant.throttling.is_not_a_password_sign_in"
+AXES_LOCKOUT_CALLABLE = "assistant.throttling.locked_out"
+# Successful sign-ins are not worth a row each; failures and lockouts are
+# in the admin (Axes: access attempts).
+AXES_DISABLE_ACCESS_LOG = True
+# Axes logs each failure and lockout as a warning; the address helps whoever
+# is on call, the username may be a password typed in the wrong box.
+AXES_SENSITIVE_PARAMETERS = ["username"]
 
 LANGUAGE_CODE = "zh-hans"
 LANGUAGES = [("zh-hans", _("Simplified Chinese")), ("en", _("English"))]
@@ -286,7 +317,28 @@ CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_HSTS_SECONDS = env_int(
     "HSTS_SECONDS", 31536000 if SESSION_COOKIE_SECURE else 0, minimum=0
 )
+# A host whose parent domain also serves plain-HTTP sites turns these off
+# (and `check --deploy` then warns about them).
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool(
+    "HSTS_INCLUDE_SUBDOMAINS", SESSION_COOKIE_SECURE
+)
+SECURE_HSTS_PRELOAD = env_bool("HSTS_PRELOAD", SESSION_COOKIE_SECURE)
+# Behind a TLS-terminating proxy the app sees plain HTTP; the proxy says
+# what the browser used in X-Forwarded-Proto, which is trusted only with
+# TRUSTED_PROXY_COUNT set (a client could send it too). Without it, an SSL
+# redirect behind such a proxy would redirect for ever, so the redirect is
+# on by default only where the header is trusted.
+if TRUSTED_PROXY_COUNT:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool(
+    "SSL_REDIRECT", SESSION_COOKIE_SECURE and TRUSTED_PROXY_COUNT > 0
+)
 SECURE_CONTENT_TYPE_NOSNIFF = True
+# The largest request body of any kind; each upload has a smaller limit of
+# its own (a project zip 20 MB, an image 10 MB, an attachment 10 MB).
+MAX_REQUEST_BYTES = env_int("MAX_REQUEST_BYTES", 25 * 1024 * 1024, minimum=1024)
+# Form fields outside files; the polish form's pasted text is the largest.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 

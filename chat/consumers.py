@@ -30,6 +30,20 @@ MAX_WATCHED_REPLIES = 20
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
+    # The actions a page may send, and the method that handles each. Every
+    # one that names a conversation or message must refuse another user's:
+    # tests/test_outsider_audit.py checks each action listed here.
+    ACTIONS = {
+        "watch": "watch",
+        "send": "send_question",
+        "stop": "stop_reply",
+        "retry": "retry_reply",
+        "regenerate": "regenerate_reply",
+        "edit": "edit_question",
+        "switch": "switch_branch",
+        "path": "send_path",
+    }
+
     async def connect(self):
         self.user = self.scope.get("user")
         self.group = None
@@ -61,20 +75,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def receive_json(self, content, **kwargs):
         action = content.get("action") if isinstance(content, dict) else None
-        handler = {
-            "watch": self.watch,
-            "send": self.send_question,
-            "stop": self.stop_reply,
-            "retry": self.retry_reply,
-            "regenerate": self.regenerate_reply,
-            "edit": self.edit_question,
-            "switch": self.switch_branch,
-            "path": self.send_path,
-        }.get(action)
-        if handler is None:
+        if action not in self.ACTIONS:
             await self._refuse("bad_request")
             return
-        await handler(content)
+        await getattr(self, self.ACTIONS[action])(content)
 
     async def watch(self, content):
         conversation = await self._get_conversation(content.get("conversation_id"))

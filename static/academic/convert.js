@@ -199,13 +199,14 @@
   function renderFormula(tex) {
     try {
       window.katex.render(tex, els.preview, {
-        displayMode: true, throwOnError: true, trust: false, strict: "ignore"
+        displayMode: true, throwOnError: true, trust: false, strict: "ignore",
+        maxExpand: 1000, maxSize: 50
       });
       // Word pastes a bare <math> element; KaTeX wraps it in a span.
       var holder = document.createElement("div");
       window.katex.render(tex, holder, {
         displayMode: true, output: "mathml", throwOnError: true, trust: false,
-        strict: "ignore"
+        strict: "ignore", maxExpand: 1000, maxSize: 50
       });
       state.mathml = holder.querySelector("math").outerHTML;
       els.copyMathml.hidden = false;

@@ -14,6 +14,8 @@
   var DEFAULT_COPY_LABEL = "Copy";
   var COPIED_LABEL = "\u2713";
   var COPIED_FOR_MS = 1500;
+  var MAX_EXPAND = 1000;
+  var MAX_SIZE_EM = 50;
 
   var MATH_SELECTOR =
     ".math-inline:not([data-rendered]), .math-display:not([data-rendered])";
@@ -36,9 +38,15 @@
       window.katex.render(tex, element, {
         displayMode: element.classList.contains("math-display"),
         throwOnError: false,
+        // \href, \url, \includegraphics and \html* stay inert text: the
+        // formula is model output.
         trust: false,
         strict: "ignore",
         output: "htmlAndMathml",
+        // Macros that expand into themselves, and sizes that cover the page,
+        // end as an error in the formula instead of a frozen or hidden page.
+        maxExpand: MAX_EXPAND,
+        maxSize: MAX_SIZE_EM,
       });
     } catch (error) {
       // One formula KaTeX cannot handle must not stop the rest: show its TeX.

@@ -48,6 +48,7 @@ def sso(settings, provider):
     settings.OIDC_RP_CLIENT_SECRET = provider.client_secret
     settings.OIDC_GROUP_CLAIMS = ["org", "roles", "realm_access.roles"]
     settings.AUTHENTICATION_BACKENDS = [
+        "assistant.throttling.SignInThrottleBackend",
         "assistant.oidc.InstitutionBackend",
         "django.contrib.auth.backends.ModelBackend",
     ]
@@ -286,6 +287,28 @@ async def test_it_opens_the_websocket_as_the_user_and_closes_it_at_logout(sso):
     assert closed == {"type": "websocket.close", "code": 4401}
     user = await database_sync_to_async(get_user_model().objects.get)()
     assert user.username == "ada"
+
+
+@pytest.mark.django_db
+def test_it_signs_in_through_the_provider_while_passwords_are_locked_out(
+    sso, settings
+):
+    """The password throttle counts neither provider sign-ins nor their
+    failures, and a lockout of password sign-ins leaves the provider open."""
+    settings.AXES_FAILURE_LIMIT = 2
+    make_user("ada")
+    client = Client()
+    for _ in range(3):
+        client.post("/accounts/login/", {"username": "ada", "password": "wrong"})
+    locked = client.post("/accounts/login/", {"username": "ada", "password": "x"})
+    assert locked.status_code == 429
+
+    for _ in range(3):
+        return_to_app(client, f"{CALLBACK}?error=access_denied&state=gone")
+    response = sign_in(client, sso, "ada")
+
+    assert response.status_code == 302
+    assert signed_in_user(client).username != ""
 
 
 @pytest.mark.django_db
