@@ -47,6 +47,7 @@ import json
 import os
 import resource
 import sys
+import tempfile
 import time
 import tracemalloc
 from pathlib import Path
@@ -98,9 +99,13 @@ def start_simulator():
 def setup_django(base_url):
     os.environ["MODEL_API_BASE_URL"] = base_url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "assistant.settings")
+    # A database of its own: the app looks up each model's backend there.
+    os.environ.setdefault("DATA_DIR", tempfile.mkdtemp(prefix="bench-img2latex-"))
     import django
+    from django.core.management import call_command
 
     django.setup()
+    call_command("migrate", verbosity=0)
 
 
 def pick_model(requested):
