@@ -8,6 +8,9 @@ counted_tokens, the figure quotas are charged.
 """
 
 import logging
+from urllib.parse import urlsplit
+
+from django.conf import settings
 
 from assistant.models import UsageRecord
 
@@ -86,15 +89,24 @@ def record_request(
     return record
 
 
+def backend_name():
+    """The model server as host:port, without any credentials in the URL."""
+    parts = urlsplit(settings.MODEL_API_BASE_URL or "")
+    if not parts.hostname:
+        return "-"
+    return f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname
+
+
 def _log(record):
     # Operators read these lines; no message text and no key goes in them.
     logger.info(
-        "model request user=%s kind=%s model=%s end=%s error=%s prompt_tokens=%s "
-        "completion_tokens=%s reasoning_tokens=%s counted_tokens=%s queue_ms=%s "
-        "first_token_ms=%s duration_ms=%s",
+        "model request user=%s kind=%s model=%s backend=%s end=%s error=%s "
+        "prompt_tokens=%s completion_tokens=%s reasoning_tokens=%s "
+        "counted_tokens=%s queue_ms=%s first_token_ms=%s duration_ms=%s",
         record.user_id,
         record.kind,
         record.model,
+        backend_name(),
         record.end_state,
         record.error_code or "-",
         record.prompt_tokens,

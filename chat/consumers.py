@@ -17,6 +17,7 @@ from assistant.eventlog import get_event_log
 from assistant.signals import session_group
 from chat import actions
 from chat.models import Conversation, Message
+from chat.recovery import abandoned_replies, recover_abandoned
 from chat.views import message_data, offered_model_names
 
 logger = logging.getLogger(__name__)
@@ -230,6 +231,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         A reply that ended while the page was away comes back whole, so a
         missed "end" cannot leave a bubble open.
         """
+        # A reply whose worker died is ended first, so the page gets it
+        # whole instead of following a stream nobody writes.
+        recover_abandoned(abandoned_replies().filter(conversation=conversation))
         replies = conversation.messages.filter(role=Message.Role.ASSISTANT).filter(
             Q(status__in=[Message.Status.QUEUED, Message.Status.STREAMING])
             | Q(pk__in=[_as_int(pk) for pk in asked_ids][:MAX_WATCHED_REPLIES])
