@@ -94,5 +94,5 @@ def _check_redis():
 def _check_broker():
     from assistant.celery import app
 
-    with app.connection_for_write() as broker:
+    with app.connection_for_write(url=settings.REDIS_URL) as broker:
         broker.ensure_connection(max_retries=1, timeout=CHECK_TIMEOUT_SECONDS)
