@@ -220,4 +220,6 @@ class Sweeper:
             except Exception:
                 logger.exception("sweeping abandoned replies failed")
             finally:
-                close_old_connections()
+                # A sweep is rare; holding a connection between them only
+                # keeps a database session open.
+                connection.close()
