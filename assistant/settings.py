@@ -256,6 +256,12 @@ STORAGES = {
     },
 }
 
+# Behind a reverse proxy that ends TLS, the proxy's X-Forwarded-Proto tells
+# Django the request came over HTTPS (CSRF's origin check needs it). Only
+# set it when every request passes the proxy, which must set the header.
+if env_bool("TRUST_X_FORWARDED_PROTO", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE

@@ -35,11 +35,15 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def log_in(base_url, username, password):
-    """Sign in as the login page's form does; return the Cookie header."""
+def log_in(base_url, username, password, tls=None):
+    """Sign in as the login page's form does; return the Cookie header.
+
+    tls: an ssl.SSLContext for an https:// base_url with its own CA.
+    """
     jar = http.cookiejar.CookieJar()
     opener = urllib.request.build_opener(
         urllib.request.ProxyHandler({}),
+        urllib.request.HTTPSHandler(context=tls),
         urllib.request.HTTPCookieProcessor(jar),
         _NoRedirect,
     )
@@ -55,8 +59,15 @@ def log_in(base_url, username, password):
         "username": username,
         "password": password,
     }
+    # A browser sends its origin with the form; over HTTPS Django's CSRF
+    # check refuses a post with neither Origin nor Referer.
+    post = urllib.request.Request(
+        login_url,
+        urllib.parse.urlencode(form).encode(),
+        headers={"Origin": base_url},
+    )
     try:
-        opener.open(login_url, urllib.parse.urlencode(form).encode(), timeout=60)
+        opener.open(post, timeout=60)
     except urllib.error.HTTPError as error:
         # The redirect to the chat page that follows a successful sign-in.
         if error.code != 302:
@@ -68,15 +79,16 @@ def log_in(base_url, username, password):
     return "; ".join(f"{name}={value}" for name, value in cookies.items())
 
 
-def open_socket(base_url, cookie, timeout=30):
-    """An awaitable websocket to the app at base_url (http://host:port)."""
-    ws_url = base_url.replace("http://", "ws://", 1) + "/ws/chat/"
+def open_socket(base_url, cookie, timeout=30, tls=None):
+    """An awaitable websocket to the app at base_url (http[s]://host:port)."""
+    ws_url = "ws" + base_url.removeprefix("http") + "/ws/chat/"
     return connect(
         ws_url,
         origin=base_url,
         additional_headers={"Cookie": cookie},
         proxy=None,
         open_timeout=timeout,
+        ssl=tls,
     )
 
 
