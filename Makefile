@@ -23,7 +23,7 @@ test: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/stream_latency.py
 
-.PHONY: bench-img2latex bench-capacity bench-polish
+.PHONY: bench-img2latex bench-capacity bench-polish bench-load
 bench-img2latex: $(VENV)/.installed-dev
 	$(BIN)/python bench/img2latex.py
 
@@ -32,6 +32,9 @@ bench-capacity: $(VENV)/.installed-dev
 
 bench-polish: $(VENV)/.installed-dev
 	$(BIN)/python bench/polish.py
+
+bench-load: $(VENV)/.installed-dev
+	$(BIN)/python bench/load.py
 
 # Regenerate the translation catalogues after changing translated strings.
 messages: $(VENV)/.installed

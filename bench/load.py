@@ -192,6 +192,8 @@ def summarise(stack, count, followers, baseline, idle_rss, peak_rss):
     for follower in done:
         if follower not in whole:
             progress(f"  reply {follower.reply_id}: {lost_how(follower, stored)}")
+    if len(whole) < count:
+        print_errors(stack)
     app_gaps = [b - a for f in done for a, b in zip(f.arrivals, f.arrivals[1:])]
     direct = [gap for gaps in baseline for gap in gaps]
     return {
@@ -203,6 +205,14 @@ def summarise(stack, count, followers, baseline, idle_rss, peak_rss):
         "rss_per_stream": max(0, peak_rss - idle_rss) / count,
         "rss_total": peak_rss,
     }
+
+
+def print_errors(stack):
+    """The errors the app's processes logged: why a reply may have lost text."""
+    for name in [*stack.daphnes, *stack.workers]:
+        for line in stack.log_of(name).splitlines():
+            if " ERROR " in line or "Traceback" in line:
+                progress(f"  {name}: {line[:300]}")
 
 
 def lost_how(follower, stored):

@@ -1,6 +1,9 @@
 """/healthz and /readyz, as a load balancer calls them: signed out."""
 
 import pytest
+from django.db import connection
+from django.db.migrations.loader import MigrationLoader
+from django.db.migrations.recorder import MigrationRecorder
 
 from tests.oidc_provider import free_port
 
@@ -37,3 +40,13 @@ def test_it_names_the_failing_components_and_nothing_more(client, settings, capl
 
 def test_it_refuses_other_methods(client):
     assert client.post("/readyz").status_code == 405
+
+
+def test_it_is_not_ready_while_a_migration_is_unapplied(client):
+    app, newest = MigrationLoader(connection).graph.leaf_nodes("chat")[0]
+    MigrationRecorder(connection).record_unapplied(app, newest)
+
+    response = client.get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json()["failing"] == ["migrations"]
