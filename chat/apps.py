@@ -18,9 +18,16 @@ _sweeper = None
 
 def _start_sweeping(**kwargs):
     # Each worker looks for replies whose worker died; ending one is a
-    # conditional update, so several workers sweeping at once is safe.
+    # conditional update, so several workers sweeping at once is safe. The
+    # embedded worker dies only with its process, and then no sweeper would
+    # be left either: a page that opens the conversation ends such a reply.
     global _sweeper
+    from django.conf import settings
+
     from chat.recovery import Sweeper
+
+    if settings.EMBEDDED_WORKER:
+        return
 
     _sweeper = Sweeper().start()
 

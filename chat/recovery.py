@@ -10,7 +10,7 @@ interrupted so that the user can retry it. The worker's backend slot comes
 back on its own when its admission lease expires (ADMISSION_LEASE_SECONDS).
 
 It runs when a page starts watching a conversation (chat.consumers) and
-every REPLY_HEARTBEAT_SECONDS in each Celery worker (chat.apps). The stamp
+every REPLY_HEARTBEAT_SECONDS in each separate Celery worker (chat.apps). The stamp
 is in the database, not in Redis, so a Redis restart does not make live
 replies look dead.
 
