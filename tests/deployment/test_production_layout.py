@@ -177,6 +177,8 @@ def test_it_ends_a_reply_whose_worker_is_killed_as_interrupted(stack, cookie):
     # but not yet sent as well; the end event brings the page the whole.
     assert len(follower.answer) > 40
     assert content.startswith(follower.answer)
+    # Its replacement starts, as systemd's Restart=always would start it.
+    stack.start_worker(worker, threads=8)
 
 
 def test_a_killed_workers_slot_is_released(stack, cookie):
