@@ -21,6 +21,7 @@ until the user stops it.
 
 import logging
 import threading
+import time
 from datetime import timedelta
 
 from django.conf import settings
@@ -41,43 +42,67 @@ OPEN_STATUSES = (Message.Status.QUEUED, Message.Status.STREAMING)
 
 
 class ReplyHeartbeat:
-    """Stamps a reply's heartbeat_at from a thread while the block runs."""
+    """Keeps a reply's heartbeat_at fresh while the block runs.
+
+    One thread per process stamps every reply being written there with one
+    UPDATE, so the heartbeat costs one database connection per worker, not
+    one per reply.
+    """
 
     def __init__(self, reply_id):
         self.reply_id = reply_id
-        self.interval = settings.REPLY_HEARTBEAT_SECONDS / 3
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(
-            target=self._beat_until_stopped,
-            name=f"heartbeat-{reply_id}",
-            daemon=True,
-        )
 
     def __enter__(self):
-        _stamp(self.reply_id)
-        self._thread.start()
+        _stamp([self.reply_id])
+        _beating.add(self.reply_id)
         return self
 
     def __exit__(self, *exc_info):
-        self._stopped.set()
-        self._thread.join(timeout=5)
-
-    def _beat_until_stopped(self):
-        try:
-            while not self._stopped.wait(self.interval):
-                try:
-                    _stamp(self.reply_id)
-                except Exception:
-                    # A database blip: the next beat may work, and the
-                    # heartbeat outlives two missed ones.
-                    logger.exception("heartbeat of reply %s failed", self.reply_id)
-                    close_old_connections()
-        finally:
-            connection.close()
+        _beating.discard(self.reply_id)
 
 
-def _stamp(reply_id):
-    Message.objects.filter(pk=reply_id).update(heartbeat_at=timezone.now())
+class _Beating:
+    """The ids of the replies this process is writing, and their stamper."""
+
+    def __init__(self):
+        self._ids = set()
+        self._lock = threading.Lock()
+        self._thread = None
+
+    def add(self, reply_id):
+        with self._lock:
+            self._ids.add(reply_id)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._beat_forever, name="reply-heartbeat", daemon=True
+                )
+                self._thread.start()
+
+    def discard(self, reply_id):
+        with self._lock:
+            self._ids.discard(reply_id)
+
+    def _beat_forever(self):
+        while True:
+            time.sleep(settings.REPLY_HEARTBEAT_SECONDS / 3)
+            with self._lock:
+                ids = list(self._ids)
+            if not ids:
+                continue
+            try:
+                _stamp(ids)
+            except Exception:
+                # A database blip: the next beat may work, and the
+                # heartbeat outlives two missed ones.
+                logger.exception("heartbeat of %s replies failed", len(ids))
+                close_old_connections()
+
+
+_beating = _Beating()
+
+
+def _stamp(reply_ids):
+    Message.objects.filter(pk__in=reply_ids).update(heartbeat_at=timezone.now())
 
 
 def abandoned_replies():
