@@ -88,6 +88,8 @@ class _Beating:
             with self._lock:
                 ids = list(self._ids)
             if not ids:
+                # Idle: no connection held open for nothing.
+                connection.close()
                 continue
             try:
                 _stamp(ids)
