@@ -25,7 +25,7 @@ import time
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import connection
 from django.utils import timezone
 
 from assistant import metering
@@ -88,8 +88,6 @@ class _Beating:
             with self._lock:
                 ids = list(self._ids)
             if not ids:
-                # Idle: no connection held open for nothing.
-                connection.close()
                 continue
             try:
                 _stamp(ids)
@@ -97,7 +95,10 @@ class _Beating:
                 # A database blip: the next beat may work, and the
                 # heartbeat outlives two missed ones.
                 logger.exception("heartbeat of %s replies failed", len(ids))
-                close_old_connections()
+            finally:
+                # One beat every few seconds; a connection kept between
+                # them would only hold a database session open.
+                connection.close()
 
 
 _beating = _Beating()
