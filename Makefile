@@ -23,7 +23,7 @@ test: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/stream_latency.py
 
-.PHONY: bench-img2latex bench-capacity bench-polish bench-api
+.PHONY: bench-img2latex bench-capacity bench-polish bench-api bench-load
 bench-img2latex: $(VENV)/.installed-dev
 	$(BIN)/python bench/img2latex.py
 
@@ -35,6 +35,9 @@ bench-polish: $(VENV)/.installed-dev
 
 bench-api: $(VENV)/.installed-dev
 	$(BIN)/python bench/api_overhead.py
+
+bench-load: $(VENV)/.installed-dev
+	$(BIN)/python bench/load.py
 
 # Regenerate the translation catalogues after changing translated strings.
 messages: $(VENV)/.installed

@@ -19,7 +19,7 @@ are honest: position 3 means two tickets go first. A large ticket is never
 overtaken by smaller ones behind it, which would otherwise starve it.
 
 Slots are leases that expire unless renewed, so a worker killed in the middle
-of a reply gives its slots back after LEASE_TTL_SECONDS; waiting tickets
+of a reply gives its slots back after ADMISSION_LEASE_SECONDS; waiting tickets
 expire the same way when their waiter stops polling. Redis holds the state in
 production, shared by every worker process on every host, and changes it only
 in Lua scripts, so each step is atomic; the embedded default keeps the same
@@ -813,10 +813,11 @@ def get_admission():
     global _controller
     with _controller_lock:
         if _controller is None:
+            lease_ttl = settings.ADMISSION_LEASE_SECONDS
             if settings.REDIS_URL:
-                _controller = RedisAdmission(settings.REDIS_URL)
+                _controller = RedisAdmission(settings.REDIS_URL, lease_ttl=lease_ttl)
             else:
-                _controller = MemoryAdmission()
+                _controller = MemoryAdmission(lease_ttl=lease_ttl)
         return _controller
 
 

@@ -8,8 +8,12 @@ counted_tokens, the figure quotas are charged.
 """
 
 import logging
+from urllib.parse import urlsplit
 
-from assistant.models import UsageRecord
+from django.core.exceptions import ImproperlyConfigured
+
+from assistant.backends import connection_for_model
+from assistant.models import ModelProfile, UsageRecord
 
 logger = logging.getLogger(__name__)
 
@@ -92,10 +96,31 @@ def record_request(
     return record
 
 
+def backend_name(model):
+    """The model's server as name@host:port, without any credentials in the URL.
+
+    The name is the Backend row's (admin); the address is where the requests
+    went. A model the app runs itself (the offline formula engine) has none.
+    """
+    if not ModelProfile.objects.filter(name=model).exists():
+        return "-"
+    try:
+        connection = connection_for_model(model)
+    except ImproperlyConfigured:
+        # Switched off or never set: the line says so rather than failing.
+        return "-"
+    parts = urlsplit(connection.base_url or "")
+    if not parts.hostname:
+        return connection.backend
+    address = f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname
+    return f"{connection.backend}@{address}"
+
+
 def _log(record):
     # Operators read these lines; no message text and no key goes in them.
     logger.info(
-        "model request user=%s key=%s group=%s kind=%s model=%s end=%s error=%s "
+        "model request user=%s key=%s group=%s kind=%s model=%s backend=%s "
+        "end=%s error=%s "
         "prompt_tokens=%s completion_tokens=%s reasoning_tokens=%s "
         "counted_tokens=%s queue_ms=%s first_token_ms=%s duration_ms=%s",
         record.user_id,
@@ -103,6 +128,7 @@ def _log(record):
         record.group_id or "-",
         record.kind,
         record.model,
+        backend_name(record.model),
         record.end_state,
         record.error_code or "-",
         record.prompt_tokens,

@@ -202,6 +202,13 @@ STREAM_STOP_POLL_INTERVAL = env_float("STREAM_STOP_POLL_INTERVAL", 0.2, minimum=
 MAX_MESSAGE_CHARS = env_int("MAX_MESSAGE_CHARS", 60000, minimum=1)
 # Longest a reply may wait in the app's queue for a free backend slot.
 QUEUE_TIMEOUT = env_float("QUEUE_TIMEOUT", 1800.0, minimum=1.0)
+# A backend slot is a lease the worker renews; a worker killed mid-reply
+# gives its slot back when the lease runs out this many seconds later.
+ADMISSION_LEASE_SECONDS = env_float("ADMISSION_LEASE_SECONDS", 30.0, minimum=1.0)
+# The worker writing a reply marks it alive at a third of this; a reply
+# being written whose mark is older belongs to a worker that died, and is
+# ended as interrupted with the text it had (chat.recovery).
+REPLY_HEARTBEAT_SECONDS = env_float("REPLY_HEARTBEAT_SECONDS", 15.0, minimum=1.0)
 
 # Which engine reads a formula from an image (academic.ocr_engine, README):
 # "auto" tries the offline engine first when its extra is installed and
@@ -309,6 +316,12 @@ STORAGES = {
     },
 }
 
+# Behind a reverse proxy that ends TLS, the proxy's X-Forwarded-Proto tells
+# Django the request came over HTTPS (CSRF's origin check needs it). Only
+# set it when every request passes the proxy, which must set the header.
+if env_bool("TRUST_X_FORWARDED_PROTO", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
@@ -343,14 +356,20 @@ SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+# plain: one readable line per record; json: one JSON object per line, for
+# a log collector.
+LOG_FORMAT = env_str("LOG_FORMAT", "plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, got {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "assistant.logformat.JSONFormatter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT},
     },
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {

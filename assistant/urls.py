@@ -2,10 +2,12 @@ from django.contrib import admin
 from django.urls import include, path
 from mozilla_django_oidc.views import OIDCLogoutView
 
-from assistant import usage_views, views
+from assistant import health, usage_views, views
 from assistant.api.urls import page_patterns, v1_patterns
 
 urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
     path("accounts/login/", views.SignInView.as_view(), name="login"),
     # Ends the session, and at the provider too when the user came from it.
     path("accounts/logout/", OIDCLogoutView.as_view(), name="logout"),

@@ -26,17 +26,14 @@ benchmark: users bench1..benchN are replaced in it.
 
 import argparse
 import asyncio
-import http.cookiejar
 import json
 import logging
 import math
 import os
 import platform
-import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -57,6 +54,9 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Run as a script from bench/, which puts bench/ and not the project on the path.
 sys.path.insert(0, str(BASE_DIR))
+
+from chatclient import SignInError, free_port  # noqa: E402
+from chatclient import log_in as client_log_in  # noqa: E402
 
 from assistant.simulator import SimulatorConfig, SimulatorServer  # noqa: E402
 
@@ -295,12 +295,6 @@ def app_environment(args, simulator, work_dir):
     return env
 
 
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def app_url(env):
     return f"http://{env['HOST']}:{env['PORT']}"
 
@@ -396,42 +390,11 @@ def create_users(env, count):
     return names
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None
-
-
 def log_in(base_url, username, password):
-    """Sign in as the login page's form does; return the Cookie header."""
-    jar = http.cookiejar.CookieJar()
-    opener = urllib.request.build_opener(
-        urllib.request.ProxyHandler({}),
-        urllib.request.HTTPCookieProcessor(jar),
-        _NoRedirect,
-    )
-    login_url = f"{base_url}/accounts/login/"
-    with opener.open(login_url, timeout=30) as response:
-        page = response.read().decode()
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
-    if token is None:
-        raise BenchError("the login page has no CSRF token")
-
-    form = {
-        "csrfmiddlewaretoken": token.group(1),
-        "username": username,
-        "password": password,
-    }
     try:
-        opener.open(login_url, urllib.parse.urlencode(form).encode(), timeout=60)
-    except urllib.error.HTTPError as error:
-        # The redirect to the chat page that follows a successful sign-in.
-        if error.code != 302:
-            raise BenchError(f"signing in as {username}: HTTP {error.code}") from None
-
-    cookies = {cookie.name: cookie.value for cookie in jar}
-    if "sessionid" not in cookies:
-        raise BenchError(f"could not sign in as {username}")
-    return "; ".join(f"{name}={value}" for name, value in cookies.items())
+        return client_log_in(base_url, username, password)
+    except SignInError as error:
+        raise BenchError(str(error)) from None
 
 
 def sign_in_users(env, count):

@@ -18,6 +18,7 @@ from assistant.eventlog import get_event_log
 from assistant.signals import session_group
 from chat import actions, presets
 from chat.models import Conversation, Message
+from chat.recovery import abandoned_replies, recover_abandoned
 from chat.views import message_data, offered_model_names, path_data
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def connect(self):
         self.user = self.scope.get("user")
+        # The last event number of each reply this socket has been sent.
+        self.sent_seq = {}
         self.group = None
         self.session_group_name = None
         if self.user is None or not self.user.is_authenticated:
@@ -91,6 +94,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if not isinstance(asked_ids, list):
             asked_ids = []
         for snapshot in await self._reply_snapshots(conversation, asked_ids):
+            numbers = [snapshot["message"]["seq"]]
+            numbers += [event["seq"] for event in snapshot["events"]]
+            self.sent_seq[snapshot["message_id"]] = max(numbers)
             await self.send_json(snapshot)
 
     async def send_question(self, content):
@@ -137,6 +143,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             "question": await database_sync_to_async(message_data)(question),
             "reply": message_data(reply),
         }
+        self.sent_seq[reply.pk] = reply.last_seq
         await self.send_json({**posted, "client_token": content.get("client_token")})
         # Other tabs on the same conversation show the question and follow
         # the reply too.
@@ -255,10 +262,65 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json(await self._path_message(conversation))
 
     async def reply_events(self, message):
-        await self.send_json({"type": "replies", "events": message["events"]})
+        events = await self._in_order(message["events"])
+        if events:
+            await self.send_json({"type": "replies", "events": events})
+
+    async def _in_order(self, events):
+        """The events with each reply's numbers in order and none twice.
+
+        channels_redis can hand a process's messages over out of order when
+        another socket of the process closes while a message is in flight
+        (django/channels_redis#151); the page drops any number at or below
+        the last it has, so a late batch would be lost to it until the
+        reply's end. A number that jumps ahead is preceded here by the
+        events in between, read from the reply's event log, and the late
+        batch is then dropped as already sent.
+        """
+        ordered = []
+        for event in events:
+            reply_id, seq = event["message_id"], event["seq"]
+            sent = self.sent_seq.get(reply_id)
+            live = event.get("live", False)
+            if sent is not None:
+                wanted = seq if live else seq - 1
+                if wanted > sent:
+                    ordered.extend(await self._logged_events(reply_id, sent, wanted))
+                    sent = wanted
+                if not live and seq <= sent:
+                    continue
+            if not live:
+                sent = seq
+            self.sent_seq[reply_id] = sent
+            ordered.append(event)
+        return ordered
+
+    @database_sync_to_async
+    def _logged_events(self, reply_id, after, up_to):
+        stream_key = (
+            Message.objects.filter(pk=reply_id).values_list("stream_key", flat=True)
+        ).first()
+        if stream_key is None:
+            return []
+
+        found = [
+            event
+            for event in get_event_log().read(stream_key)
+            if after < event["seq"] <= up_to
+        ]
+        logger.info(
+            "reply %s: events %s-%s arrived out of order; %s sent from the log",
+            reply_id,
+            after + 1,
+            up_to,
+            len(found),
+        )
+        return found
 
     async def conversation_posted(self, message):
         if message["sender"] != self.channel_name:
+            reply = message["posted"]["reply"]
+            self.sent_seq.setdefault(reply["id"], reply["seq"])
             await self.send_json(message["posted"])
 
     async def conversation_renamed(self, message):
@@ -373,6 +435,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         A reply that ended while the page was away comes back whole, so a
         missed "end" cannot leave a bubble open.
         """
+        # A reply whose worker died is ended first, so the page gets it
+        # whole instead of following a stream nobody writes.
+        recover_abandoned(abandoned_replies().filter(conversation=conversation))
         replies = conversation.messages.filter(role=Message.Role.ASSISTANT).filter(
             Q(status__in=[Message.Status.QUEUED, Message.Status.STREAMING])
             | Q(pk__in=[_as_int(pk) for pk in asked_ids][:MAX_WATCHED_REPLIES])

@@ -38,6 +38,7 @@ from chat.prompt import (
     output_budget,
     trim_to_fit,
 )
+from chat.recovery import ReplyHeartbeat
 from chat.rendering import render_markdown
 from chat.streams import ReplyPublisher
 
@@ -69,7 +70,8 @@ class ReplyWriter:
     def run(self):
         self.publisher = ReplyPublisher(self.reply)
         try:
-            self._run()
+            with ReplyHeartbeat(self.reply.pk):
+                self._run()
         except Exception as exc:  # noqa: BLE001 - every failure ends the reply
             self._fail(exc)
         finally:

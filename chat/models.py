@@ -187,6 +187,9 @@ class Message(models.Model):
 
     created = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    # Renewed by the worker writing the reply (chat.recovery); an open reply
+    # whose mark has gone stale lost its worker.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     # Time spent in the app's queue before the backend took the request.
     queue_ms = models.PositiveIntegerField(null=True, blank=True)
     first_token_ms = models.PositiveIntegerField(null=True, blank=True)

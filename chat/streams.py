@@ -53,8 +53,18 @@ class ReplyPublisher:
         return event
 
     def publish_live(self, kind, **data):
-        """An event that is not logged: it carries no new information."""
-        event = {"message_id": self.message_id, "seq": self.seq, "kind": kind, **data}
+        """An event that is not logged: it carries no new information.
+
+        It carries the number of the last logged event, and `live`, so that
+        a consumer can tell it needs that event first (chat.consumers).
+        """
+        event = {
+            "message_id": self.message_id,
+            "seq": self.seq,
+            "kind": kind,
+            "live": True,
+            **data,
+        }
         self._outbox.put((event, False))
 
     def close(self, timeout=30):

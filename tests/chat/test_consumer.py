@@ -380,3 +380,42 @@ async def test_it_shows_a_place_in_the_queue_as_soon_as_a_question_is_posted(
     finally:
         colleague.release()
         await communicator.disconnect()
+async def test_it_puts_events_that_arrive_out_of_order_back_in_order():
+    """The channel layer may deliver a later batch first (channels_redis#151)."""
+    from channels.layers import get_channel_layer
+
+    from assistant.eventlog import get_event_log
+
+    user = await database_sync_to_async(make_user)()
+    conversation = await database_sync_to_async(make_conversation)(user, "deepseek-v3")
+    reply = await database_sync_to_async(Message.objects.create)(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        model="deepseek-v3",
+        status=Message.Status.STREAMING,
+    )
+    events = [
+        {"message_id": reply.pk, "seq": seq, "kind": "answer", "text": f"w{seq} "}
+        for seq in range(1, 7)
+    ]
+    log = get_event_log()
+    log.extend(reply.stream_key, events[:2])
+    page = await connect(user)
+    await page.send_json_to({"action": "watch", "conversation_id": conversation.pk})
+    snapshot = await page.receive_json_from(timeout=TIMEOUT)
+    assert [e["seq"] for e in snapshot["events"]] == [1, 2]
+
+    log.extend(reply.stream_key, events[2:])
+    layer = get_channel_layer()
+    for batch in (events[4:], events[2:4]):
+        await layer.group_send(
+            conversation.group_name, {"type": "reply.events", "events": batch}
+        )
+    first = await page.receive_json_from(timeout=TIMEOUT)
+    late = await page.receive_nothing(timeout=1)
+    await page.disconnect()
+
+    assert [e["seq"] for e in first["events"]] == [3, 4, 5, 6]
+    assert "".join(e["text"] for e in first["events"]) == "w3 w4 w5 w6 "
+    # The late batch was already sent in its place.
+    assert late
