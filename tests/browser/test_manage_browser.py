@@ -42,7 +42,7 @@ def test_it_finds_a_message_and_manages_its_conversation(page):
     pinned.wait_for()
     assert "稳定性笔记" in pinned.inner_text()
 
-    page.click(".export-menu summary")
+    page.click("details:has([data-export-markdown]) > summary")
     with page.expect_download() as download_info:
         page.click("[data-export-markdown]")
     exported = open(download_info.value.path(), encoding="utf-8").read()

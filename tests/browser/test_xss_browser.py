@@ -202,7 +202,8 @@ def test_it_shows_imported_titles_answers_and_reasoning_inert(watched):
     watched.goto("/")
     assert_inert(watched, "sidebar")
 
-    watched.click(".conversation-list a >> nth=0")
+    # An imported one: earlier tests' chats of the same user may be newer.
+    watched.locator(".conversation-list a", has_text="__xss_hit(").first.click()
     watched.wait_for_selector("html[data-chat-ready]", state="attached")
     assert watched.locator("article.message.assistant").count() >= 1
     assert_inert(watched, "conversation page")
