@@ -1,7 +1,8 @@
 """Every route and websocket action that names an object refuses an outsider.
 
 A researcher owns one of everything (a conversation with a reply, a share
-link, an attachment, a polish job, a conversion); an outsider, signed in
+link, an attachment, a polish job, a conversion, a paper being read, a code
+analysis, a preset, an API key with its usage); an outsider, signed in
 with an account of their own, asks for each through every URL pattern of
 the project and every action of the chat socket. Each must answer 403 or
 404, show nothing of the owner's, and change nothing.
@@ -18,10 +19,14 @@ from channels.testing import WebsocketCommunicator
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from academic.models import Conversion, PolishJob
+from academic import code_actions, codebase
+from academic.code_models import CodeAnalysis, CodeFile
+from academic.models import Conversion, Paper, PaperSection, PolishJob
+from assistant import metering
+from assistant.api.models import ApiKey
 from chat.actions import share_conversation
 from chat.consumers import ChatConsumer
-from chat.models import Attachment, Conversation, Message
+from chat.models import Attachment, Conversation, Message, Preset
 from tests.academic.test_convert_views import formula_png
 from tests.factories import add_exchange, make_user
 
@@ -50,6 +55,20 @@ OBJECT_ROUTES = {
     "academic-convert-status": ("GET", {}, "conversion"),
     "academic-convert-image": ("GET", {}, "conversion"),
     "academic-convert-again": ("POST", {}, "conversion"),
+    "academic-paper": ("GET", {}, "paper"),
+    "academic-paper-status": ("GET", {}, "paper"),
+    "academic-paper-ask": ("POST", {}, "paper"),
+    "academic-paper-cancel": ("POST", {}, "paper"),
+    "academic-code-analysis": ("GET", {}, "analysis"),
+    "academic-code-status": ("GET", {}, "analysis"),
+    "academic-code-ask": ("POST", {}, "analysis"),
+    "academic-code-cancel": ("POST", {}, "analysis"),
+    "academic-code-source": ("GET", {}, "code_file"),
+    "chat-settings": ("POST", {"prompt": "taken over"}, "conversation"),
+    "chat-preset-rename": ("POST", {"name": "taken over"}, "preset"),
+    "chat-preset-delete": ("POST", {}, "preset"),
+    "api-key-rotate": ("POST", {}, "api_key"),
+    "api-key-revoke": ("POST", {}, "api_key"),
 }
 
 # Routes that name no object: each lists only the signed-in user's own
@@ -63,6 +82,12 @@ OWN_LISTS = {
     "academic-home": "GET",
     "academic-convert": "GET",
     "usage-home": "GET",
+    "academic-reading": "GET",
+    "academic-code-home": "GET",
+    "chat-presets": "GET",
+    "api-keys": "GET",
+    "api-usage": "GET",
+    "api-usage-csv": "GET",
 }
 NO_OBJECT = {
     "login": "the sign-in page",
@@ -74,6 +99,14 @@ NO_OBJECT = {
     "chat-attach": "stores a new file for the caller",
     "academic-convert-create": "starts a new conversion for the caller",
     "usage-overview": "staff only; test_it_keeps_the_staff_overview_to_staff",
+    "chat-preset-create": "makes a new preset for the caller",
+    # The /v1 endpoints take no object id and no session: the bearer key is
+    # the caller, and answers carry nothing of other keys
+    # (test_it_takes_only_a_key_on_the_key_endpoints).
+    "api-models": "lists the models offered to the caller's key",
+    "api-chat": "a completion billed to the caller's key",
+    "api-embeddings": "embeddings billed to the caller's key",
+    "api-unknown": "a 404 for any other /v1 path",
 }
 # The admin's own routes: only staff reach them (tests/assistant/
 # test_throttling.py checks a non-staff user is sent to its sign-in).
@@ -121,7 +154,7 @@ def owned():
     conversation = Conversation.objects.create(
         user=owner, title=f"{SECRET} plans", model="deepseek-r1"
     )
-    _question, reply = add_exchange(
+    question, reply = add_exchange(
         conversation, f"{SECRET} question", answer=f"{SECRET} answer"
     )
     deleted = Conversation.objects.create(
@@ -135,15 +168,24 @@ def owned():
     attachment = Attachment.objects.create(
         user=owner, name=f"{SECRET}.txt", kind="text", text=SECRET, size_bytes=10
     )
+    analysis = _code_analysis(owner)
     return {
         "owner": owner,
         "conversation": conversation,
+        "question": question,
         "reply": reply,
         "deleted_conversation": deleted,
         "revoked_link": revoked,
         "attachment": attachment,
         "job": _polish_job(owner),
         "conversion": _conversion(owner),
+        "paper": _paper(owner),
+        "analysis": analysis,
+        "code_file": analysis.files.get(),
+        "preset": Preset.objects.create(
+            user=owner, name=f"{SECRET} preset", prompt=f"{SECRET} prompt"
+        ),
+        "api_key": _api_key(owner),
     }
 
 
@@ -180,10 +222,57 @@ def _conversion(owner):
     )
 
 
-def route_argument(obj):
+def _paper(owner):
+    """A paper still being read, so that a cancel would show."""
+    paper = Paper.objects.create(
+        owner=owner,
+        title=f"{SECRET} paper",
+        file_name=f"{SECRET}.pdf",
+        source_kind=Paper.SourceKind.TEXT,
+        model="deepseek-v3",
+        summary=f"{SECRET} summary",
+    )
+    PaperSection.objects.create(
+        paper=paper,
+        position=0,
+        title=f"{SECRET} methods",
+        blocks=[{"page": 1, "text": f"{SECRET} text"}],
+    )
+    return paper
+
+
+def _code_analysis(owner):
+    code_project = codebase.read_upload(
+        "secret.py", f'SECRET = "{SECRET}"\n'.encode()
+    )
+    return code_actions.start_analysis(
+        owner, f"{SECRET}.py", code_project, "deepseek-v3", "en"
+    )
+
+
+def _api_key(owner):
+    """A key with a request on it, so the usage pages have a row to leak."""
+    key = ApiKey(name=f"{SECRET} key", user=owner)
+    key.new_secret()
+    key.save()
+    metering.record_request(
+        user=owner,
+        kind="api",
+        model="deepseek-r1",
+        end_state="stop",
+        prompt_tokens=1,
+        completion_tokens=2,
+        api_key=key,
+    )
+    return key
+
+
+def route_arguments(obj):
+    if isinstance(obj, CodeFile):
+        return [obj.analysis_id, obj.path]
     if hasattr(obj, "token"):
-        return obj.token
-    return obj.pk
+        return [obj.token]
+    return [obj.pk]
 
 
 @pytest.fixture
@@ -207,6 +296,19 @@ def snapshot(owned):
         "links": list(conversation.shared_links.values_list("pk", "revoked_at")),
         "job": job.status,
         "conversions": Conversion.objects.filter(owner=owned["owner"]).count(),
+        "settings": (
+            conversation.preset_prompt,
+            conversation.temperature,
+            conversation.max_output_tokens,
+            conversation.thinking,
+        ),
+        "paper": Paper.objects.filter(pk=owned["paper"].pk).values().get(),
+        "analysis": CodeAnalysis.objects.filter(pk=owned["analysis"].pk)
+        .values()
+        .get(),
+        "presets": list(Preset.objects.filter(user=owned["owner"]).values()),
+        "keys": list(ApiKey.objects.filter(user=owned["owner"]).values()),
+        "conversations": Conversation.objects.count(),
     }
 
 
@@ -216,7 +318,7 @@ def test_it_refuses_the_outsider_on_each_route_that_names_an_object(
     name, owned, outsider
 ):
     method, data, kind = OBJECT_ROUTES[name]
-    url = reverse(name, args=[route_argument(owned[kind])])
+    url = reverse(name, args=route_arguments(owned[kind]))
     before = snapshot(owned)
 
     if method == "GET":
@@ -241,7 +343,7 @@ def test_it_serves_the_owner_on_the_same_routes(name, owned):
         target = owned[kind]
     client = Client()
     client.force_login(owned["owner"])
-    url = reverse(name, args=[route_argument(target)])
+    url = reverse(name, args=route_arguments(target))
 
     response = client.get(url) if method == "GET" else client.post(url, data)
 
@@ -277,6 +379,65 @@ def test_it_keeps_the_staff_overview_to_staff(outsider):
     assert response.status_code == 403
 
 
+# The /v1 endpoints and how each is called with a body a model would take.
+KEY_ENDPOINTS = {
+    "api-models": ("GET", None),
+    "api-chat": (
+        "POST",
+        {"model": "deepseek-r1", "messages": [{"role": "user", "content": "hi"}]},
+    ),
+    "api-embeddings": ("POST", {"model": "bge-m3", "input": "hi"}),
+}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", sorted(KEY_ENDPOINTS))
+def test_it_takes_only_a_key_on_the_key_endpoints(name, owned, outsider):
+    """A signed-in session is no key, nor is the owner's revoked key or a
+    made-up one: each is refused before anything reaches a model or names
+    a key of the owner's."""
+    method, body = KEY_ENDPOINTS[name]
+    revoked = ApiKey(name="revoked", user=owned["owner"])
+    revoked_secret = revoked.new_secret()
+    revoked.revoked_at = revoked.created
+    revoked.save()
+    records_before = owned["owner"].usage_records.count()
+
+    for header in (None, f"Bearer {revoked_secret}", "Bearer ra-0000-guess"):
+        extra = {"HTTP_AUTHORIZATION": header} if header else {}
+        if method == "GET":
+            response = outsider.get(reverse(name), **extra)
+        else:
+            response = outsider.post(
+                reverse(name), body, content_type="application/json", **extra
+            )
+
+        assert response.status_code == 401, header
+        assert SECRET not in _body(response)
+        assert owned["api_key"].prefix not in _body(response)
+    assert owned["owner"].usage_records.count() == records_before
+
+
+@pytest.mark.django_db
+def test_it_lists_models_to_an_outsiders_own_key_without_the_owners(
+    owned, outsider
+):
+    key = ApiKey(name="outsider's", user=make_user("key-holder"))
+    raw_key = key.new_secret()
+    key.save()
+
+    response = outsider.get(
+        reverse("api-models"), HTTP_AUTHORIZATION=f"Bearer {raw_key}"
+    )
+    unknown = outsider.get(reverse("api-unknown", args=["keys"]))
+
+    assert response.status_code == 200
+    assert SECRET not in _body(response)
+    assert owned["api_key"].prefix not in _body(response)
+    assert unknown.status_code == 404
+    assert SECRET not in _body(unknown)
+
+
 def _body(response):
     if getattr(response, "streaming", False):
         return b"".join(response.streaming_content).decode(errors="replace")
@@ -304,10 +465,42 @@ def socket_payloads(owned):
         },
         "stop": {"action": "stop", "message_id": reply},
         "retry": {"action": "retry", "message_id": reply},
+        "regenerate": {
+            "action": "regenerate",
+            "message_id": reply,
+            "model": "deepseek-r1",
+        },
+        "edit": {
+            "action": "edit",
+            "message_id": owned["question"].pk,
+            "text": "mine now",
+            "model": "deepseek-r1",
+        },
+        "switch": {"action": "switch", "message_id": reply},
+        "path": {"action": "path", "conversation_id": conversation},
     }
 
 
-SOCKET_CHECKS = {"watch", "send", "stop", "retry"}
+SOCKET_CHECKS = {
+    "watch",
+    "send",
+    "stop",
+    "retry",
+    "regenerate",
+    "edit",
+    "switch",
+    "path",
+}
+
+
+@database_sync_to_async
+def conversation_state(conversation):
+    """Every stored field of the conversation and its messages: a branch
+    switch changes only which one is on show, so a count would miss it."""
+    return (
+        Conversation.objects.filter(pk=conversation.pk).values().get(),
+        list(Message.objects.filter(conversation=conversation).values()),
+    )
 
 
 @pytest.mark.django_db(transaction=True)
@@ -319,6 +512,7 @@ async def test_it_refuses_the_outsider_on_each_socket_action(
     outsider = await database_sync_to_async(make_user)("outsider")
     payload = socket_payloads(owned)[action]
     messages_before = await database_sync_to_async(Message.objects.count)()
+    state_before = await conversation_state(owned["conversation"])
     communicator = WebsocketCommunicator(ChatConsumer.as_asgi(), "/ws/chat/")
     communicator.scope["user"] = outsider
     connected, _ = await communicator.connect()
@@ -332,6 +526,7 @@ async def test_it_refuses_the_outsider_on_each_socket_action(
     assert SECRET not in str(answer)
     messages_after = await database_sync_to_async(Message.objects.count)()
     assert messages_after == messages_before
+    assert await conversation_state(owned["conversation"]) == state_before
 
 
 @pytest.mark.django_db(transaction=True)
