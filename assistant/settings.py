@@ -98,8 +98,17 @@ else:
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": DATA_DIR / "assistant.sqlite3",
             # The embedded worker thread and the web process write to the
-            # same file; wait for the lock instead of failing at once.
-            "OPTIONS": {"timeout": 20},
+            # same file; wait for the lock instead of failing at once. A
+            # transaction that reads first and then writes would fail at
+            # once with "database is locked" when another writer holds the
+            # lock (SQLite does not wait on that upgrade), so transactions
+            # take the write lock when they begin; WAL lets reads go on
+            # beside a write.
+            "OPTIONS": {
+                "timeout": 20,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL;",
+            },
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
