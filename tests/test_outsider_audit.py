@@ -90,6 +90,8 @@ OWN_LISTS = {
     "api-usage-csv": "GET",
 }
 NO_OBJECT = {
+    "healthz": "says the process is up, for the load balancer",
+    "readyz": "names failing parts only (tests/assistant/test_health.py)",
     "login": "the sign-in page",
     "logout": "ends the caller's own session",
     "oidc-authenticate": "starts a sign-in",
@@ -148,8 +150,18 @@ def test_it_checks_every_action_of_the_chat_socket():
 
 
 @pytest.fixture
-def owned():
-    """One of everything, owned by the researcher, each carrying SECRET."""
+def owned(monkeypatch):
+    """One of everything, owned by the researcher, each carrying SECRET.
+
+    The polish job and the code analysis are stored as queued, their model
+    requests never dispatched: this file checks who may see them, and in
+    the PostgreSQL configuration a real worker would otherwise still be
+    writing to them while the test's tables are emptied.
+    """
+    from academic import code_tasks, tasks
+
+    for task in (tasks.polish_chunk, code_tasks.summarise_part, code_tasks.write_overview):
+        monkeypatch.setattr(task, "delay", lambda *args, **kwargs: None)
     owner = make_user("owner")
     conversation = Conversation.objects.create(
         user=owner, title=f"{SECRET} plans", model="deepseek-r1"
@@ -574,6 +586,8 @@ async def test_it_closes_an_anonymous_socket_through_the_full_stack():
 
     closed = await communicator.receive_output(timeout=10)
     assert closed == {"type": "websocket.close", "code": 4401}
+    # The consumer's task ends here, not in the teardown of a later test.
+    await communicator.disconnect()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -593,12 +607,14 @@ async def test_it_refuses_a_signed_in_socket_from_another_origin(owned):
             headers=[(b"cookie", cookie), (b"origin", origin)],
         )
         connected, _ = await communicator.connect()
+        await communicator.disconnect()
         assert not connected, origin
 
     without_origin = WebsocketCommunicator(
         application, "/ws/chat/", headers=[(b"cookie", cookie)]
     )
     connected, _ = await without_origin.connect()
+    await without_origin.disconnect()
     assert not connected
 
 

@@ -20,6 +20,9 @@
   var pageData = JSON.parse(document.getElementById("page-data").textContent);
   var strings = pageData.strings;
   var OPEN_STATUSES = ["queued", "streaming"];
+  // How long a sent question may wait for the server's "posted" before the
+  // composer sends again.
+  var PENDING_SEND_MS = 10000;
   var QUIET_REPLY_MS = 15000;
   var TOO_LONG_CODES = ["context_overflow", "input_too_long"];
   var RETRYABLE = ["error", "stopped", "incomplete", "no_answer", "length_in_reasoning",
@@ -49,6 +52,7 @@
     // Actions taken while the socket is (re)connecting, sent once it opens.
     outbox: [],
     pendingToken: null,
+    pendingSince: 0,
     // Files uploaded for the next question: {id, name, chars}.
     attachments: [],
     uploading: 0,
@@ -603,6 +607,8 @@
     } else if (message.type === "renamed") {
       showTitle(message.conversation_id, message.title);
     } else if (message.type === "refused") {
+      // The question was not taken; it may be sent again, changed.
+      state.pendingToken = null;
       showComposerError(t("refused." + message.code, message));
     }
     scrollToEnd();
@@ -737,7 +743,12 @@
       return;
     }
 
+    // A second Enter before the server has taken the first question would
+    // send it twice and pay for two replies. An answer that never comes
+    // (the socket dropped) frees the composer after a while.
+    if (state.pendingToken && Date.now() - state.pendingSince < PENDING_SEND_MS) return;
     state.pendingToken = String(Date.now()) + Math.random().toString(16).slice(2);
+    state.pendingSince = Date.now();
     sendAction({
       action: "send",
       conversation_id: state.conversationId,

@@ -314,3 +314,17 @@ def test_it_shows_a_queued_reply_its_place_until_the_backend_is_free(
         other.context.close()
     finally:
         set_concurrency(live_app, "deepseek-v3", 4)
+
+
+def test_a_second_enter_before_the_server_answers_sends_nothing_more(page):
+    sign_in(page)
+    page.select_option("[data-model-select]", "deepseek-v3")
+    page.fill("[data-composer-text]", "double-enter-probe once please")
+    page.press("[data-composer-text]", "Enter")
+    page.press("[data-composer-text]", "Enter")
+    wait_for_end(page)
+
+    assert page.locator("article.message.user").count() == 1
+    page.goto("/conversations/")
+    titles = page.locator(".conversation-list a", has_text="double-enter-probe")
+    assert titles.count() == 1
