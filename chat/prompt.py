@@ -32,7 +32,7 @@ def build_messages(conversation, reply, system_prompt=None):
         system_prompt = leading_system_prompt(conversation)
 
     turns = []
-    for message in tree.earlier_turns(conversation, reply):
+    for message in _without_refused_questions(tree.earlier_turns(conversation, reply)):
         content = message.content
         if message.role == Message.Role.USER:
             content = prompt_text(content, message.attachments.all())
@@ -50,6 +50,31 @@ def build_messages(conversation, reply, system_prompt=None):
     if system_prompt:
         messages.append({"role": "system", "content": system_prompt})
     return messages + turns
+
+
+# Replies that ended because their prompt did not fit the model: the app's
+# own check, or the server's. Their question never reached the model.
+PROMPT_REFUSED_CODES = {"input_too_long", "context_overflow"}
+
+
+def _without_refused_questions(path):
+    """The path without questions whose reply was refused as too long.
+
+    Such a question stays in the conversation, but sent again with every
+    later turn it would make each of them too long as well.
+    """
+    kept = []
+    for index, message in enumerate(path):
+        answer = path[index + 1] if index + 1 < len(path) else None
+        refused = (
+            message.role == Message.Role.USER
+            and answer is not None
+            and answer.error_code in PROMPT_REFUSED_CODES
+        )
+        if refused or message.error_code in PROMPT_REFUSED_CODES:
+            continue
+        kept.append(message)
+    return kept
 
 
 def _append_turn(turns, role, content):

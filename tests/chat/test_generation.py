@@ -581,3 +581,20 @@ def test_it_counts_each_digit_as_a_token_as_the_tokenizers_do():
     figures = " ".join("7" for _ in range(1780))
 
     assert count_text_tokens(figures) >= 1780 + 1779 // 4
+
+
+def test_a_question_refused_as_too_long_does_not_block_the_next(model_api):
+    conversation = make_conversation(make_user())
+    _, refused = queue_reply(conversation, "word " * 20000)
+    generate_reply(refused.pk)
+    refused.refresh_from_db()
+    assert refused.error_code == "input_too_long"
+
+    _, reply = queue_reply(conversation, "A short question.")
+    generate_reply(reply.pk)
+
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.STOP
+    sent = model_api.stats_recorder.last_request()["messages"]
+    assert [m["role"] for m in sent] == ["system", "user"]
+    assert "word word" not in sent[-1]["content"]
