@@ -9,7 +9,7 @@ from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
-from academic import code_prompts, codemap
+from academic import code_prompts, codebase, codemap
 from academic.code_models import CodeAnalysis, CodeFile, CodePart
 from assistant.models import ModelProfile
 from chat.models import Conversation
@@ -57,7 +57,7 @@ def split_lines(text, budget):
     that functions tend to stay whole; a single line over the budget is a
     run of its own.
     """
-    lines = text.split("\n")
+    lines = codebase.text_lines(text)
     runs = []
     start = 1
     used = 0

@@ -17,6 +17,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from academic import codebase
+
 STOP_KEY_PREFIX = "academic:code:stop:"
 QUEUE_KEY_PREFIX = "academic:code:queue:"
 
@@ -199,7 +201,7 @@ class CodePart(models.Model):
         return f"{self.file.path}:{self.first_line}-{self.last_line}"
 
     def lines(self):
-        all_lines = self.file.text.split("\n")
+        all_lines = codebase.text_lines(self.file.text)
         return all_lines[self.first_line - 1 : self.last_line]
 
     def finish(self, summary):

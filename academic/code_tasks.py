@@ -11,7 +11,7 @@ import logging
 from celery import shared_task
 from django.core.cache import cache
 
-from academic import code_actions, code_prompts, codemap
+from academic import code_actions, code_prompts, codebase, codemap
 from academic.code_models import CodeAnalysis, CodePart
 from assistant import failures
 from assistant.admission import BATCH, Cancelled
@@ -59,7 +59,7 @@ def _summarise(part):
             ),
             part.lines(),
             part.first_line,
-            part.file.text.count("\n") + 1,
+            len(codebase.text_lines(part.file.text)),
         )
         completion = _ask(analysis, messages, kind="code")
     except Cancelled:

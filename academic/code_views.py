@@ -259,7 +259,7 @@ def source(request, pk, path):
     code_file = analysis.files.filter(path=path).first()
     if code_file is None:
         raise Http404("no such file in this analysis")
-    lines = code_file.text.split("\n")
+    lines = codebase.text_lines(code_file.text)
     context = {
         "analysis": analysis,
         "code_file": code_file,

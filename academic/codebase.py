@@ -260,3 +260,17 @@ def _is_vendored(path):
 def _is_generated(text):
     head = "\n".join(text.splitlines()[:GENERATED_HEAD_LINES])
     return GENERATED_MARKERS.search(head) is not None
+
+
+def text_lines(text):
+    """A source file's lines, as an editor numbers them.
+
+    A final newline ends the last line rather than starting an empty one,
+    so a file of seven lines with a newline at the end has seven.
+    """
+    if not text:
+        return []
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return lines

@@ -26,6 +26,7 @@ import posixpath
 import re
 import tomllib
 
+from academic import codebase
 from academic.codebase import CPP, PYTHON
 from chat.prompt import count_text_tokens
 
@@ -100,7 +101,7 @@ def python_module(source, name):
         "path": source.path,
         "language": PYTHON,
         "name": name,
-        "lines": source.text.count("\n") + 1,
+        "lines": len(codebase.text_lines(source.text)),
         "classes": [],
         "functions": [],
         "imports": [],
@@ -286,7 +287,7 @@ def cpp_module(source):
         "path": source.path,
         "language": CPP,
         "name": source.path,
-        "lines": source.text.count("\n") + 1,
+        "lines": len(codebase.text_lines(source.text)),
         "classes": [],
         "functions": [],
         "imports": [],

@@ -146,3 +146,10 @@ def test_it_refuses_an_upload_without_sources():
 def test_it_refuses_a_file_that_is_not_a_zip():
     with pytest.raises(ProjectProblem):
         codebase.read_upload("p.zip", b"not a zip at all")
+
+
+def test_lines_are_counted_as_an_editor_numbers_them():
+    assert codebase.text_lines("") == []
+    assert codebase.text_lines("a\nb\n") == ["a", "b"]
+    assert codebase.text_lines("a\nb") == ["a", "b"]
+    assert codebase.text_lines("a\n\n") == ["a", ""]
