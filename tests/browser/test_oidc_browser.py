@@ -35,6 +35,8 @@ def test_it_signs_in_at_the_provider_chats_and_signs_out_there_too(sso_page):
     page.click("button[type=submit]")
     page.click("button:has-text('Continue')")  # consent to share the profile
     page.wait_for_selector("[data-composer-text]")
+    # Enter sends only once the page's script has started.
+    page.wait_for_selector("html[data-chat-ready]", state="attached")
     assert page.locator(".sidebar-footer .user").inner_text() == "ada"
 
     page.fill("[data-composer-text]", "为什么天空是蓝色的？[[sim delay=0.01]]")

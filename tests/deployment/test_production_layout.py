@@ -9,6 +9,7 @@ runs the same in both configurations.
 """
 
 import asyncio
+import concurrent.futures
 import os
 import shutil
 import subprocess
@@ -36,6 +37,16 @@ SLOW_QUESTION = "Explain the Doppler effect. [[sim delay=0.04 words=100]]"
 SHORT_QUESTION = "What is a photon? [[sim delay=0.01 words=5]]"
 LEASE_SECONDS = 3
 HEARTBEAT_SECONDS = 3
+
+
+def run_coroutine(coroutine):
+    """asyncio.run in a thread of its own.
+
+    Earlier tests of the session (Playwright's sync API) may leave an event
+    loop running in the main thread, where asyncio.run refuses to start.
+    """
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def _postgres_reachable():
@@ -146,10 +157,10 @@ def test_it_is_ready_on_both_daphnes(stack):
 
 
 def test_it_continues_a_reply_through_the_other_daphne(stack, cookie):
-    follower = asyncio.run(ask_and_read_some(stack.url("daphne1"), cookie))
+    follower = run_coroutine(ask_and_read_some(stack.url("daphne1"), cookie))
     assert follower.status is None, "the reply ended before the socket dropped"
 
-    asyncio.run(watch_to_the_end(stack.url("daphne2"), cookie, follower))
+    run_coroutine(watch_to_the_end(stack.url("daphne2"), cookie, follower))
 
     status, content = stored_reply(stack, follower.reply_id)
     assert follower.status == status == "stop"
@@ -169,7 +180,7 @@ def test_it_ends_a_reply_whose_worker_is_killed_as_interrupted(stack, cookie):
             await chatclient.follow_for(ws, follower, 6 * HEARTBEAT_SECONDS)
             return follower, worker
 
-    follower, worker = asyncio.run(scenario())
+    follower, worker = run_coroutine(scenario())
 
     status, content = stored_reply(stack, follower.reply_id)
     assert follower.status == status == "incomplete"
@@ -186,7 +197,7 @@ def test_a_killed_workers_slot_is_released(stack, cookie):
     # worker's lease has expired.
     set_concurrency_limit(stack, 1)
     try:
-        follower = asyncio.run(
+        follower = run_coroutine(
             ask_to_the_end(stack.url("daphne2"), cookie, seconds=4 * LEASE_SECONDS)
         )
         assert follower.status == "stop"
@@ -217,7 +228,7 @@ def test_a_worker_told_to_stop_finishes_its_reply(stack, cookie):
             await chatclient.follow_for(ws, follower, 60)
             return follower, stopping
 
-    follower, stopping = asyncio.run(scenario())
+    follower, stopping = run_coroutine(scenario())
 
     status, content = stored_reply(stack, follower.reply_id)
     assert follower.status == status == "stop"
@@ -236,6 +247,6 @@ def test_restarting_redis_and_a_daphne_loses_no_conversation(stack, cookie):
     assert conversation_count(stack) == before
     # The restarted Daphne and the one that only lost its Redis both work.
     for name in ("daphne1", "daphne2"):
-        follower = asyncio.run(ask_to_the_end(stack.url(name), cookie))
+        follower = run_coroutine(ask_to_the_end(stack.url(name), cookie))
         assert follower.status == "stop"
     assert conversation_count(stack) == before + 2
