@@ -185,9 +185,7 @@ def _wait_for_own_turn(limits, in_flight, priority, stop_key):
 
     give_up_at = time.monotonic() + settings.QUEUE_TIMEOUT
     while True:
-        ahead = quotas.open_chat_replies(
-            in_flight.user_id
-        ) + quotas.open_requests_outside_chat(in_flight.user_id, before=in_flight)
+        ahead = quotas.requests_ahead(in_flight)
         if ahead < limit:
             return
         if priority == INTERACTIVE:

@@ -224,6 +224,17 @@ def open_chat_replies(user):
     ).count()
 
 
+def requests_ahead(in_flight):
+    """The user's requests at once that go before `in_flight` (an OpenRequest).
+
+    Their open chat replies, and their other requests that started before
+    this one: of two sent together, the first goes ahead.
+    """
+    return open_chat_replies(in_flight.user_id) + open_requests_outside_chat(
+        in_flight.user_id, before=in_flight
+    )
+
+
 @contextmanager
 def open_request(user, kind):
     """Count a non-chat request as in flight for as long as the block runs."""

@@ -2,8 +2,9 @@
 
 Each request is checked in the order a client can act on: the key, the
 body, the model and the key's scope, the key's rate, the size against the
-model's context, then the quotas; only then does it take a place in the
-model's admission queue (assistant.api.relay).
+model's context, then the quotas, the last of them the user's requests at
+once; only then does it take a place in the model's admission queue
+(assistant.api.relay).
 """
 
 import functools
@@ -25,7 +26,7 @@ from assistant.api.relay import (
     estimate_prompt,
 )
 from assistant.backends import connection_for_model
-from assistant.models import ModelProfile
+from assistant.models import ModelProfile, OpenRequest
 from chat.prompt import SAFETY_MARGIN, count_text_tokens
 
 logger = logging.getLogger(__name__)
@@ -103,10 +104,33 @@ def take_turn(key):
 
 
 def check_quotas(key, needed_tokens):
+    # Requests at once are counted by hold_place, once the request is one.
     refusal = quotas.check_quota(key.user_id, needed_tokens, count_open=lambda: 0)
     refusal = refusal or limits.check_key_quota(key, needed_tokens)
     if refusal is not None:
         raise errors.over_quota(refusal)
+
+
+def hold_place(key):
+    """Count the request among the user's requests at once; its OpenRequest.
+
+    The key's user's open chat replies, polish chunks, conversions and
+    earlier API requests go first. An API client over the quota is refused
+    with a 429 rather than held, so that it can back off as it would for
+    any rate limit. The relay deletes the row however the request ends.
+    """
+    in_flight = OpenRequest.objects.create(user_id=key.user_id, kind="api")
+    user_limits = quotas.limits_for(key.user_id)
+    limit = user_limits.concurrent_requests if user_limits else None
+    if limit is None:
+        return in_flight
+
+    ahead = quotas.requests_ahead(in_flight)
+    if ahead >= limit:
+        in_flight.delete()
+        refusal = quotas.Refusal("quota_concurrent", {"limit": limit, "open": ahead})
+        raise errors.over_quota(refusal)
+    return in_flight
 
 
 @api_view("GET")
@@ -136,14 +160,17 @@ async def chat_completions(request):
         raise errors.bad_field("reasoning_field")
 
     profile = await find_profile(key, body.get("model"))
+    connection = await sync_to_async(connection_for_model)(profile.name)
     prompt_estimate = estimate_prompt(messages)
     async with _MeteredRefusal(key, profile):
         await sync_to_async(take_turn)(key)
         max_tokens = _output_limit(body, profile, prompt_estimate)
         await sync_to_async(check_quotas)(key, prompt_estimate)
+        in_flight = await sync_to_async(hold_place)(key)
 
-    connection = await sync_to_async(connection_for_model)(profile.name)
-    relay = Relay(key, profile, connection, body, prompt_estimate, max_tokens)
+    relay = Relay(
+        key, profile, connection, body, prompt_estimate, max_tokens, in_flight
+    )
     if not stream:
         return JsonResponse(await relay.complete())
 
@@ -161,14 +188,15 @@ async def embeddings(request):
     prompt_estimate = _estimate_inputs(body)
 
     profile = await find_profile(key, body.get("model"))
+    connection = await sync_to_async(connection_for_model)(profile.name)
     async with _MeteredRefusal(key, profile):
         await sync_to_async(take_turn)(key)
         if prompt_estimate > profile.input_limit:
             raise errors.too_long(prompt_estimate, profile)
         await sync_to_async(check_quotas)(key, prompt_estimate)
+        in_flight = await sync_to_async(hold_place)(key)
 
-    connection = await sync_to_async(connection_for_model)(profile.name)
-    relay = EmbeddingRelay(key, profile, connection, body, prompt_estimate)
+    relay = EmbeddingRelay(key, profile, connection, body, prompt_estimate, in_flight)
     return JsonResponse(await relay.complete())
 
 

@@ -38,7 +38,7 @@ class ApiError(Exception):
 
     @property
     def type(self):
-        if self.code.startswith(("quota", "key_quota")):
+        if self.code.startswith(("quota_daily", "quota_monthly", "key_quota")):
             return "insufficient_quota"
         return ERROR_TYPES.get(self.status, "server_error")
 
@@ -134,6 +134,17 @@ def rate_limited(limit, retry_after):
 
 def over_quota(refusal):
     params = refusal.params
+    if refusal.code == "quota_concurrent":
+        return ApiError(
+            429,
+            refusal.code,
+            _(
+                "%(open)s requests of this account are queued or running, as "
+                "many as its quota allows at once (%(limit)s); send this one "
+                "again when one of them has finished."
+            )
+            % params,
+        )
     return ApiError(
         429,
         refusal.code,

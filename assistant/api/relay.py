@@ -18,9 +18,10 @@ Shortcomings: tool calls and logprobs in the upstream chunks are not relayed
 reasoning the parser recognises only at a bare closing tag (a template that
 pre-fills the opener, with a profile that does not say so) has already gone
 out as answer text, and stays there; a server that is busy (429,
-503) is not asked again, its answer goes to the client; the quota's limit
-on concurrent requests is not counted for API requests, which the admission
-queue bounds instead.
+503) is not asked again, its answer goes to the client; a streamed request
+whose client leaves before the first byte of the answer is read never
+starts its generator, so its row among the user's requests at once
+(OpenRequest) stays until it is older than any request could be.
 """
 
 import asyncio
@@ -134,7 +135,16 @@ class Relay:
     Every way out leaves one usage record.
     """
 
-    def __init__(self, key, profile, connection, body, prompt_estimate, max_tokens):
+    def __init__(
+        self,
+        key,
+        profile,
+        connection,
+        body,
+        prompt_estimate,
+        max_tokens,
+        in_flight=None,
+    ):
         self.key = key
         self.profile = profile
         # The model's backend (assistant.backends), looked up before the
@@ -158,6 +168,9 @@ class Relay:
         self.end_state = None
         self._lease = None
         self._finished = False
+        # The request's row among the user's requests at once (OpenRequest),
+        # made by the endpoint; deleted when the request ends.
+        self.in_flight = in_flight
 
     # Admission
 
@@ -220,7 +233,9 @@ class Relay:
 
     async def _parsed_events(self):
         """The parser's events as the upstream stream arrives, timed."""
-        create = get_async_client(self.connection).chat.completions.with_streaming_response.create
+        create = get_async_client(
+            self.connection
+        ).chat.completions.with_streaming_response.create
         async with create(**self.upstream_request()) as response:
             decoder = SSEDecoder()
             lines = response.iter_lines().__aiter__()
@@ -466,6 +481,8 @@ class Relay:
         return usage.prompt_tokens, usage.completion_tokens, usage.reasoning_tokens
 
     def _record(self):
+        if self.in_flight is not None:
+            self.in_flight.delete()
         now = time.monotonic()
         prompt, completion, reasoning = self._reported()
         end_state = self.end_state or self._end_state()
@@ -512,9 +529,15 @@ def _sse(payload):
 class EmbeddingRelay(Relay):
     """An embeddings request: the same wait and meter, one JSON answer."""
 
-    def __init__(self, key, profile, connection, body, prompt_estimate):
+    def __init__(self, key, profile, connection, body, prompt_estimate, in_flight=None):
         super().__init__(
-            key, profile, connection, body, prompt_estimate, max_tokens=None
+            key,
+            profile,
+            connection,
+            body,
+            prompt_estimate,
+            max_tokens=None,
+            in_flight=in_flight,
         )
         self.response = None
 

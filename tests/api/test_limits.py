@@ -8,7 +8,7 @@ import pytest
 from assistant import admission, metering
 from assistant.api.relay import estimate_prompt
 from assistant.completion import pool_name
-from assistant.models import ModelProfile, Quota, UsageRecord
+from assistant.models import ModelProfile, OpenRequest, Quota, UsageRecord
 from chat.models import Message
 from chat.tasks import generate_reply
 from tests.api.conftest import make_key
@@ -159,3 +159,75 @@ def test_a_client_that_leaves_the_queue_gives_its_place_up(client_for, model_api
     asked = [b["messages"][-1]["content"] for b in model_api.stats["recent_requests"]]
     assert asked == ["[[sim delay=0.03 words=150]] A"]
     wait_for(lambda: UsageRecord.objects.filter(end_state="stopped").exists())
+
+
+def test_a_request_over_the_users_requests_at_once_is_refused_unsent(
+    client_for, model_api
+):
+    key, raw_key = make_key()
+    Quota.objects.create(user=key.user, concurrent_requests=1)
+    _, writing = queue_reply(make_conversation(key.user), "a chat reply")
+    Message.objects.filter(pk=writing.pk).update(status=Message.Status.STREAMING)
+
+    with pytest.raises(openai.RateLimitError) as refused:
+        client_for(raw_key).chat.completions.create(
+            model="deepseek-v3", messages=QUESTION
+        )
+
+    assert refused.value.code == "quota_concurrent"
+    assert refused.value.body["type"] == "rate_limit_exceeded"
+    assert "(1)" in refused.value.body["message"]
+    assert model_api.stats["requests"] == 0
+    assert not OpenRequest.objects.exists()
+
+
+def test_an_api_request_in_flight_counts_for_the_users_chat(client_for, model_api):
+    key, raw_key = make_key()
+    Quota.objects.create(user=key.user, concurrent_requests=1)
+    streaming = threading.Thread(
+        target=client_for(raw_key).chat.completions.create,
+        kwargs={
+            "model": "deepseek-v3",
+            "messages": [{"role": "user", "content": "[[sim delay=0.03 words=60]] A"}],
+        },
+    )
+    streaming.start()
+    wait_for(lambda: model_api.stats["active"] == 1)
+    assert OpenRequest.objects.filter(user=key.user, kind="api").count() == 1
+
+    _, reply = queue_reply(make_conversation(key.user), "a chat question")
+    generate_reply(reply.pk)
+    streaming.join(timeout=30)
+
+    reply.refresh_from_db()
+    assert reply.error_code == "quota_concurrent"
+    assert reply.error_params == {"limit": 1, "open": 1}
+    assert model_api.stats["requests"] == 1
+    assert not OpenRequest.objects.exists()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_requests_at_once_are_given_back_however_a_request_ends(
+    client_for, model_api, stream
+):
+    """A finished, a failed and a refused-upstream request each leave no row."""
+    key, raw_key = make_key()
+    Quota.objects.create(user=key.user, concurrent_requests=1)
+    client = client_for(raw_key)
+
+    def ask(content):
+        response = client.chat.completions.create(
+            model="deepseek-v3",
+            messages=[{"role": "user", "content": content}],
+            stream=stream,
+        )
+        if stream:
+            list(response)
+
+    ask("finishes")
+    with pytest.raises(openai.APIError):
+        ask("[[sim fault=http500]] fails")
+    ask("finishes again")
+
+    assert model_api.stats["requests"] == 3
+    assert not OpenRequest.objects.exists()
