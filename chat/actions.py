@@ -8,7 +8,8 @@ from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
-from assistant.admission import INTERACTIVE, get_admission
+from assistant import quotas
+from assistant.admission import INTERACTIVE, QueuePlace, clamp_cost, get_admission
 from assistant.completion import pool_name
 from assistant.eventlog import get_event_log
 from assistant.models import ModelProfile
@@ -184,23 +185,67 @@ def request_stop(reply):
     cache.set(reply.stop_key, 1, STOP_KEY_TTL)
 
 
-def expected_queue_event(reply):
-    """A queue event for a reply just posted, if its model has no room now.
+def expected_place(user_id, model):
+    """Where a reply posted now would stand in the model's queue; None if it fits.
 
-    The reply's worker reports the place its ticket holds once it runs, but
-    on a busy machine it may start seconds later; until then the browser
-    would show a bare spinner. This is where a request of the smallest cost
-    from this user would stand now; None when it would go straight in.
+    Asked just before the reply is posted, so that neither the reply nor
+    its worker's ticket is counted ahead of itself. The worker reports the
+    place its ticket really holds once it runs, but on a busy machine it may
+    start seconds later; until then the browser would show a bare spinner.
     """
-    profile = ModelProfile.ensure(reply.model)
+    profile = ModelProfile.ensure(model)
     place = get_admission().peek(
-        pool_name(reply.model),
-        reply.conversation.user_id,
-        INTERACTIVE,
-        profile.concurrency_limit,
+        pool_name(model), user_id, INTERACTIVE, profile.concurrency_limit
     )
-    if place is None:
+    return place or place_behind_open_replies(model, profile)
+
+
+def place_behind_open_replies(model, profile):
+    """Where a new reply stands behind the model's replies posted before it.
+
+    When many people ask at once, the workers of their replies have not
+    queued tickets yet, so the admission queue looks empty and peek() says
+    every reply goes straight in. The open replies say otherwise: those
+    being written hold their slots, the queued ones take what is left in
+    the order they were posted, and the rest wait, a new one behind them.
+    Fair order between users, and batch work in the same pool, may move it;
+    the worker's own events then say. None when it fits.
+    """
+    capacity = profile.concurrency_limit
+    if capacity is None:
         return None
+
+    open_replies = list(
+        Message.objects.filter(
+            model=model,
+            role=Message.Role.ASSISTANT,
+            status__in=[Message.Status.QUEUED, Message.Status.STREAMING],
+            created__gte=quotas.in_flight_since(),
+        )
+        .order_by("pk")
+        .values_list("status", "prompt_estimate")
+    )
+
+    def cost(prompt_estimate):
+        return clamp_cost(profile.admission_cost(prompt_estimate or 0), capacity)
+
+    streaming = Message.Status.STREAMING
+    used = sum(cost(e) for status, e in open_replies if status == streaming)
+    waiting = []
+    for status, estimate in open_replies:
+        if status == streaming:
+            continue
+        if not waiting and used + cost(estimate) <= capacity:
+            used += cost(estimate)
+        else:
+            waiting.append(cost(estimate))
+    if not waiting and used + cost(None) <= capacity:
+        return None
+    return QueuePlace(position=len(waiting) + 1, ahead_cost=sum(waiting), eta=None)
+
+
+def expected_queue_event(reply, place):
+    """The live queue event that shows `place` (from expected_place) at once."""
     return {
         "message_id": reply.pk,
         "seq": reply.last_seq,

@@ -130,6 +130,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if not isinstance(attachment_ids, list):
             attachment_ids = []
         parent = await self._get_message(conversation, content.get("parent_id"))
+        place = await self._expected_place(model or conversation.model)
         question, reply = await database_sync_to_async(actions.post_question)(
             conversation, text, model, attachment_ids, parent
         )
@@ -155,18 +156,20 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 "sender": self.channel_name,
             },
         )
-        await self._tell_expected_place(conversation, reply)
-
-    async def _tell_expected_place(self, conversation, reply):
-        try:
-            event = await database_sync_to_async(actions.expected_queue_event)(reply)
-        except Exception:  # noqa: BLE001 - the worker's own notices follow anyway
-            logger.warning("no queue estimate for reply %s", reply.pk, exc_info=True)
-            return
-        if event is not None:
+        if place is not None:
+            event = actions.expected_queue_event(reply, place)
             await self.channel_layer.group_send(
                 conversation.group_name, {"type": "reply.events", "events": [event]}
             )
+
+    async def _expected_place(self, model):
+        try:
+            return await database_sync_to_async(actions.expected_place)(
+                self.user.pk, model
+            )
+        except Exception:  # noqa: BLE001 - the worker's own notices follow anyway
+            logger.warning("no queue estimate for %s", model, exc_info=True)
+            return None
 
     async def stop_reply(self, content):
         reply = await self._get_reply(content.get("message_id"))

@@ -201,6 +201,11 @@
     this.lastEventAt = Date.now();
     if (event.kind === "queue") {
       // Live only: where the reply stands in the app's queue for the model.
+      // The estimate made at posting may arrive after the worker's own
+      // report of its ticket's place, or after the reply began: it is
+      // then out of date.
+      if (event.expected && (this.heardFromQueue || this.status !== "queued")) return;
+      if (!event.expected) this.heardFromQueue = true;
       this.queuePosition = event.position;
       this.queueEta = event.eta;
       this.update();

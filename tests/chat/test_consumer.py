@@ -8,7 +8,7 @@ from django.contrib.auth.models import AnonymousUser
 from assistant.asgi import application
 from chat.models import Conversation, Message
 from tests.conftest import REDIS_MODE
-from tests.factories import make_conversation, make_user
+from tests.factories import make_conversation, make_user, queue_reply
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -380,6 +380,42 @@ async def test_it_shows_a_place_in_the_queue_as_soon_as_a_question_is_posted(
     finally:
         colleague.release()
         await communicator.disconnect()
+
+
+async def test_it_shows_a_place_behind_questions_posted_a_moment_before(model_api):
+    """A burst: a colleague's reply is posted, its worker not started yet.
+
+    The admission queue is still empty, so only the posted replies show
+    that the model's one slot is spoken for.
+    """
+    from assistant.models import ModelProfile
+
+    profile = await database_sync_to_async(ModelProfile.ensure)("deepseek-v3")
+    profile.concurrency_limit = 1
+    await database_sync_to_async(profile.save)()
+    colleague = await database_sync_to_async(make_user)("colleague")
+    conversation = await database_sync_to_async(make_conversation)(
+        colleague, "deepseek-v3"
+    )
+    await database_sync_to_async(queue_reply)(conversation, "asked a moment ago")
+
+    user = await database_sync_to_async(make_user)()
+    communicator = await connect(user)
+    try:
+        await communicator.send_json_to(
+            {"action": "send", "text": "Queue me", "model": "deepseek-v3"}
+        )
+        messages = await receive_until(
+            communicator,
+            lambda m: m.get("kind") == "queue" and m.get("expected"),
+        )
+        assert messages[-1]["position"] == 1
+        assert messages[-1]["eta"] is None
+        await receive_until(communicator, is_end)
+    finally:
+        await communicator.disconnect()
+
+
 async def test_it_puts_events_that_arrive_out_of_order_back_in_order():
     """The channel layer may deliver a later batch first (channels_redis#151)."""
     from channels.layers import get_channel_layer
