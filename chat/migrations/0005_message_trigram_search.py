@@ -3,8 +3,9 @@
 Search matches substrings case-insensitively (`icontains`, which Django
 writes as UPPER(column) LIKE UPPER(pattern) on PostgreSQL), so the indexes
 are on UPPER(...) with gin_trgm_ops. Creating the pg_trgm extension needs a
-role allowed to; where the app's role is not, the migration says so in the
-log and search still works, only slower. SQLite gets nothing here.
+role allowed to; where the app's role is not, the migration logs the
+statements for a superuser to run by hand, and search still works, only
+slower. SQLite gets nothing here.
 """
 
 import logging
@@ -27,17 +28,26 @@ def create_indexes(apps, schema_editor):
         with transaction.atomic(using=connection.alias):
             schema_editor.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
     except DatabaseError as exc:
+        # This migration is recorded as applied all the same, so migrating
+        # again would not come back here: the log gives the statements.
         logger.warning(
             "pg_trgm is not available (%s); chat search will scan messages. "
-            "A superuser can run CREATE EXTENSION pg_trgm and migrate again.",
+            "A superuser can run, in the app's database: "
+            "CREATE EXTENSION pg_trgm; %s",
             exc,
+            " ".join(f"{statement};" for statement in index_statements()),
         )
         return
-    for name, column in INDEXES.items():
-        schema_editor.execute(
-            f"CREATE INDEX IF NOT EXISTS {name} ON chat_message "
-            f"USING gin (UPPER({column}) gin_trgm_ops)"
-        )
+    for statement in index_statements():
+        schema_editor.execute(statement)
+
+
+def index_statements():
+    return [
+        f"CREATE INDEX IF NOT EXISTS {name} ON chat_message "
+        f"USING gin (UPPER({column}) gin_trgm_ops)"
+        for name, column in INDEXES.items()
+    ]
 
 
 def drop_indexes(apps, schema_editor):
