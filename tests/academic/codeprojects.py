@@ -39,7 +39,10 @@ def package_zip(name, include=None):
                 continue
             archive.writestr(f"{name}/{relative}", path.read_bytes())
         for licence in licence_files(name):
-            archive.writestr(f"{name}/{licence.name}", licence.read_text())
+            # A package that vendors others (pip) carries their licences
+            # under the same file names too; the first of each name is kept.
+            if f"{name}/{licence.name}" not in archive.namelist():
+                archive.writestr(f"{name}/{licence.name}", licence.read_text())
     return buffer.getvalue()
 
 
