@@ -41,6 +41,8 @@
     list: document.querySelector("[data-conversation-list]"),
     attachInput: document.querySelector("[data-attach-input]"),
     chips: document.querySelector("[data-attachment-chips]"),
+    pane: document.querySelector("[data-chat-pane]"),
+    dropTarget: document.querySelector("[data-drop-target]"),
     newChatPreset: document.querySelector("[data-new-chat-preset]")
   };
 
@@ -811,10 +813,83 @@
     els.chips.hidden = els.chips.children.length === 0;
   }
 
-  els.attachInput.addEventListener("change", function () {
-    Array.prototype.forEach.call(els.attachInput.files, uploadAttachment);
-    els.attachInput.value = "";
+  /* Files from the 📎 button, the clipboard or a drop: one path for all. */
+  function attachFiles(files) {
+    Array.prototype.forEach.call(files, uploadAttachment);
     drawAttachments();
+  }
+
+  els.attachInput.addEventListener("change", function () {
+    attachFiles(els.attachInput.files);
+    els.attachInput.value = "";
+  });
+
+  /*
+   * The files a paste carries, or none when it should paste as text. Office
+   * and some browsers put a picture of the copied text beside the text
+   * itself; that picture is a rendering, not a file the user meant, so a
+   * clipboard with text and only pictures pastes the text. A file copied in
+   * a file manager comes with its path as text: a document is attached, but
+   * a picture copied that way pastes its path instead of being refused.
+   */
+  function pastedFiles(clipboard) {
+    var files = clipboard ? Array.prototype.slice.call(clipboard.files) : [];
+    var hasText = Boolean(clipboard && clipboard.getData("text/plain"));
+    var onlyPictures = files.every(function (file) { return /^image\//.test(file.type); });
+    return hasText && onlyPictures ? [] : files;
+  }
+
+  els.composer.addEventListener("paste", function (event) {
+    var files = pastedFiles(event.clipboardData);
+    if (!files.length) return;
+    event.preventDefault();
+    attachFiles(files);
+  });
+
+  /* Whether a drag carries files, rather than text selected on a page. */
+  function draggingFiles(event) {
+    var types = event.dataTransfer ? event.dataTransfer.types : [];
+    return Array.prototype.indexOf.call(types, "Files") !== -1;
+  }
+
+  // dragenter and dragleave fire for every element the pointer crosses in
+  // the pane; counting them tells when it has left the pane altogether.
+  var dragDepth = 0;
+
+  function showDropTarget(shown) {
+    els.dropTarget.hidden = !shown;
+    els.pane.classList.toggle("is-dropping", shown);
+  }
+
+  els.pane.addEventListener("dragenter", function (event) {
+    if (!draggingFiles(event)) return;
+    dragDepth += 1;
+    showDropTarget(true);
+  });
+  els.pane.addEventListener("dragover", function (event) {
+    if (!draggingFiles(event)) return;
+    event.preventDefault();
+    event.dataTransfer.dropEffect = "copy";
+  });
+  els.pane.addEventListener("dragleave", function (event) {
+    if (!draggingFiles(event)) return;
+    dragDepth = Math.max(0, dragDepth - 1);
+    if (dragDepth === 0) showDropTarget(false);
+  });
+  els.pane.addEventListener("drop", function (event) {
+    if (!draggingFiles(event)) return;
+    event.preventDefault();
+    dragDepth = 0;
+    showDropTarget(false);
+    attachFiles(event.dataTransfer.files);
+  });
+  // A file dropped beside the pane (on the sidebar) would make the browser
+  // open it in place of the page, and a half-typed question with it.
+  document.addEventListener("dragover", function (event) {
+    if (draggingFiles(event)) event.preventDefault();
+  });
+  document.addEventListener("drop", function (event) {
+    if (draggingFiles(event)) event.preventDefault();
   });
 
   function showComposerError(text) {
