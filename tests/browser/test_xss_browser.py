@@ -266,10 +266,13 @@ def test_it_shows_attachment_file_names_inert(watched):
             for name in names[start : start + batch]
         ]
         watched.set_input_files("[data-attach-input]", files)
+        # Ten uploads at once, each read and decoded by the server: on a
+        # loaded machine a batch has taken over 20 s.
         watched.wait_for_function(
             "n => document.querySelectorAll('[data-attachment-chips] "
             ".attachment-chip').length >= n",
             arg=min(start + batch, len(names)),
+            timeout=90_000,
         )
 
     assert "__xss_hit(" in watched.locator("[data-attachment-chips]").inner_text()
