@@ -8,7 +8,9 @@ composer and nothing is lost.
 """
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
+from asgiref.sync import ThreadSensitiveContext
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
@@ -81,7 +83,20 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if action not in self.ACTIONS:
             await self._refuse("bad_request")
             return
-        await getattr(self, self.ACTIONS[action])(content)
+
+        # Channels runs the database calls of every socket of the process in
+        # one shared thread (django/channels#2132), so sixty people asking at
+        # once would wait on each other's writes one by one. Each action gets
+        # a thread of its own instead, as Django gives each request; the
+        # socket still handles its own actions in the order they came. The
+        # executor is given, not left to the context to make, so that it is
+        # used even under an enclosing async_to_sync (as in tests).
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-action")
+        try:
+            async with ThreadSensitiveContext(executor=executor):
+                await getattr(self, self.ACTIONS[action])(content)
+        finally:
+            executor.shutdown(wait=False)
 
     async def watch(self, content):
         conversation = await self._get_conversation(content.get("conversation_id"))

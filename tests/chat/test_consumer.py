@@ -1,5 +1,7 @@
 """The chat websocket, end to end: socket, database, worker, simulator."""
 
+import asyncio
+
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
@@ -455,3 +457,53 @@ async def test_it_puts_events_that_arrive_out_of_order_back_in_order():
     assert "".join(e["text"] for e in first["events"]) == "w3 w4 w5 w6 "
     # The late batch was already sent in its place.
     assert late
+
+
+async def test_one_sockets_slow_write_does_not_hold_up_another_socket(
+    model_api, monkeypatch
+):
+    """A class asking at once: each socket's database work runs beside the others'."""
+    import threading
+
+    from chat import actions
+
+    held = threading.Event()
+    release = threading.Event()
+    start_conversation = actions.start_conversation
+
+    def slow_for_the_first(user, *args, **kwargs):
+        if user.username == "slow":
+            held.set()
+            release.wait(timeout=TIMEOUT * 2)
+        return start_conversation(user, *args, **kwargs)
+
+    monkeypatch.setattr(actions, "start_conversation", slow_for_the_first)
+    slow = await connect(await database_sync_to_async(make_user)("slow"))
+    quick = await connect(await database_sync_to_async(make_user)("quick"))
+    try:
+        await slow.send_json_to(
+            {
+                "action": "send",
+                "text": "first [[sim delay=0.001]]",
+                "model": "deepseek-v3",
+            }
+        )
+        # Not database_sync_to_async: that thread is the one Channels shares.
+        assert await asyncio.to_thread(held.wait, TIMEOUT)
+
+        await quick.send_json_to(
+            {
+                "action": "send",
+                "text": "second [[sim delay=0.001]]",
+                "model": "deepseek-v3",
+            }
+        )
+        posted = await receive_until(quick, lambda m: m.get("type") == "posted")
+        assert not release.is_set()
+        assert posted[-1]["question"]["content"] == "second [[sim delay=0.001]]"
+    finally:
+        release.set()
+    await receive_until(slow, is_end)
+    await receive_until(quick, is_end)
+    await slow.disconnect()
+    await quick.disconnect()
