@@ -39,8 +39,10 @@ class Conversation(models.Model):
         related_name="conversations",
     )
     title = models.CharField(_("title"), max_length=200, blank=True)
-    # The app's title (the first words, then the model's suggestion) until
-    # the user gives one; a user's title is never replaced.
+    # True while the title is the question's first words, which the model's
+    # suggestion may replace once. The model's title and a user's are kept
+    # for good: editing, regenerating or switching branches never changes
+    # them (chat.titling).
     title_is_auto = models.BooleanField(default=True)
     model = models.CharField(_("model"), max_length=200, blank=True)
     pinned = models.BooleanField(_("pinned"), default=False)
