@@ -22,7 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, ngettext
 
 from chat import tree
 from chat.models import (
@@ -116,7 +116,11 @@ def _settings_markdown(conversation):
         params.append(_("temperature %(value)s") % {"value": conversation.temperature})
     if conversation.max_output_tokens:
         params.append(
-            _("output limit %(tokens)s tokens")
+            ngettext(
+                "output limit %(tokens)s token",
+                "output limit %(tokens)s tokens",
+                conversation.max_output_tokens,
+            )
             % {"tokens": conversation.max_output_tokens}
         )
     if not conversation.thinking:

@@ -15,6 +15,7 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.http import require_POST
 
 from assistant import failures
@@ -453,7 +454,12 @@ def import_conversations(request):
     imported = exports.import_conversations(request.user, items)
     flash.success(
         request,
-        _("Imported %(count)s conversations.") % {"count": len(imported)},
+        ngettext(
+            "Imported %(count)s conversation.",
+            "Imported %(count)s conversations.",
+            len(imported),
+        )
+        % {"count": len(imported)},
     )
     if len(imported) == 1:
         return redirect(imported[0])

@@ -120,6 +120,25 @@ def test_it_round_trips_instructions_through_json_unchanged(
     assert json.loads(again)["settings"] == json.loads(exported)["settings"]
 
 
+def test_it_counts_one_conversation_and_one_token_in_the_singular(
+    client, researcher, conversation
+):
+    client.cookies["django_language"] = "en"
+    conversation.max_output_tokens = 1
+    conversation.save()
+
+    text = client.get(
+        reverse("chat-export-markdown", args=[conversation.pk])
+    ).content.decode()
+    exported = client.get(reverse("chat-export-json", args=[conversation.pk])).content
+    upload = io.BytesIO(exported)
+    upload.name = "conversation.json"
+    response = client.post(reverse("chat-import"), {"file": upload}, follow=True)
+
+    assert "output limit 1 token." in text
+    assert "Imported 1 conversation." in response.content.decode()
+
+
 def test_it_exports_everything_as_an_archive_and_imports_it_back(
     client, researcher, conversation
 ):
