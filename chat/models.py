@@ -189,6 +189,9 @@ class Message(models.Model):
 
     created = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    # When the model began to reason, stored as it begins: a page loaded
+    # while it thinks counts its "thinking for N s" from here.
+    reasoning_started_at = models.DateTimeField(null=True, blank=True)
     # Renewed by the worker writing the reply (chat.recovery); an open reply
     # whose mark has gone stale lost its worker.
     heartbeat_at = models.DateTimeField(null=True, blank=True)

@@ -219,6 +219,11 @@ def message_data(message, profiles=None):
             warning_code=message.warning_code,
             can_extend=_can_extend(message, profiles),
         )
+        if message.is_open and message.reasoning_started_at is not None:
+            # How long it has thought so far, not when it began: the page
+            # counts on from its own clock, which may differ from the server's.
+            thought = timezone.now() - message.reasoning_started_at
+            data["thinking_ms"] = max(0, int(thought.total_seconds() * 1000))
     return data
 
 
