@@ -148,7 +148,7 @@ def analysis(request, pk):
             "statusUrl": reverse("academic-code-status", args=[analysis.pk]),
             "finished": finished,
             "strings": {
-                "progress": _("%(finished)s of %(total)s parts done"),
+                "progress": _("Parts done: %(finished)s of %(total)s"),
                 "queuePosition": _("Queued for the model: position %(position)s"),
             },
         },

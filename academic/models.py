@@ -642,6 +642,12 @@ class Paper(models.Model):
         return counts["finished"], counts["total"]
 
 
+# The name references give the text before a paper's first heading (title,
+# authors, often the abstract). Copied back by the model like "p.", so it is
+# the same in every language.
+FRONT_MATTER_LABEL = "Front matter"
+
+
 class PaperSection(models.Model):
     """One section as extracted: its title and its text page by page."""
 
@@ -664,7 +670,14 @@ class PaperSection(models.Model):
 
     @property
     def number(self):
+        """The section's place in the list, for anchors; not the paper's
+        own number, which is in the title as the paper prints it."""
         return self.position + 1
+
+    @property
+    def label(self):
+        """How references name the section: its heading as the paper has it."""
+        return self.title or FRONT_MATTER_LABEL
 
     @property
     def anchor(self):
@@ -708,5 +721,7 @@ class PaperPart(models.Model):
 
     def __str__(self):
         return f"{self.paper_id}:{self.position}"
+
+
 # The code project analysis keeps its rows in a module of its own.
 from academic.code_models import CodeAnalysis, CodeFile, CodePart  # noqa: E402, F401

@@ -2,9 +2,11 @@
 
 LaTeX is cut at \\section, \\subsection and \\subsubsection (and
 \\chapter), outside comments, then each part is turned into plain text by
-pylatexenc, which the workspace already uses to read LaTeX. Formulas are
-kept as their LaTeX source ($...$), which a model reads better than any
-rendering of them. Files a source \\inputs are not in a single upload; the
+pylatexenc, which the workspace already uses to read LaTeX. A heading is
+numbered as LaTeX's standard classes number it ("2.1 Data", "A Proofs"
+after \\appendix), so the reader finds it as the compiled paper prints it.
+Formulas are kept as their LaTeX source ($...$), which a model reads better
+than any rendering of them. Files a source \\inputs are not in a single upload; the
 paper page names them, so nobody takes the summary for the whole paper.
 
 Pasted text (an arXiv abstract page, a paper copied from a viewer) is cut at
@@ -19,8 +21,10 @@ from pylatexenc.latex2text import LatexNodes2Text
 from academic.pdftext import Block, Section, heading_of
 
 LATEX_HEADING = re.compile(
-    r"\\(?:chapter|section|subsection|subsubsection)\*?\s*(?:\[[^\]]*\])?\s*\{"
+    r"\\(?:(?P<command>chapter|section|subsection|subsubsection)(?P<star>\*?)"
+    r"\s*(?:\[[^\]]*\])?\s*\{|appendix\b)"
 )
+HEADING_LEVELS = {"chapter": 0, "section": 1, "subsection": 2, "subsubsection": 3}
 LATEX_COMMENT = re.compile(r"(?<!\\)%[^\n]*")
 LATEX_TITLE = re.compile(r"\\title\s*(?:\[[^\]]*\])?\s*\{")
 # Title-page commands that pylatexenc would turn into "[NO \title GIVEN]".
@@ -42,13 +46,55 @@ def latex_sections(source):
 
     sections = []
     title_text, start = "", 0
-    for heading in LATEX_HEADING.finditer(body):
+    headings = list(LATEX_HEADING.finditer(body))
+    numbers = SectionNumbers(any(h["command"] == "chapter" for h in headings))
+    for heading in headings:
+        if heading["command"] is None:
+            numbers.start_appendix()
+            continue
         _add_latex_section(sections, title_text, body[start : heading.start()])
         end = _group_end(body, heading.end() - 1)
-        title_text = _to_text(body[heading.end() : end - 1])
+        number = numbers.next(heading["command"], starred=bool(heading["star"]))
+        title_text = " ".join(
+            part for part in (number, _to_text(body[heading.end() : end - 1])) if part
+        )
         start = end
     _add_latex_section(sections, title_text, body[start:])
     return title, sections, inputs
+
+
+class SectionNumbers:
+    """Heading numbers as LaTeX's standard classes print them.
+
+    With chapters (report, book) a section is "2.1" and a subsubsection has
+    no number; without (article) a subsubsection is "1.2.3". After
+    \\appendix the top level counts A, B, C. A class or package that numbers
+    otherwise (\\setcounter, a changed secnumdepth or \\thesection) is not
+    followed: its headings get the standard numbers.
+    """
+
+    def __init__(self, has_chapters):
+        self.top = 0 if has_chapters else 1
+        self.deepest = 2 if has_chapters else 3
+        self.counts = [0] * len(HEADING_LEVELS)
+        self.in_appendix = False
+
+    def start_appendix(self):
+        self.in_appendix = True
+        self.counts = [0] * len(HEADING_LEVELS)
+
+    def next(self, command, starred=False):
+        """The number of the next heading; "" for one LaTeX leaves unnumbered."""
+        level = HEADING_LEVELS[command]
+        if starred or level < self.top or level > self.deepest:
+            return ""
+        self.counts[level] += 1
+        for deeper in range(level + 1, len(self.counts)):
+            self.counts[deeper] = 0
+        parts = [str(count) for count in self.counts[self.top : level + 1]]
+        if self.in_appendix and 1 <= self.counts[self.top] <= 26:
+            parts[0] = chr(ord("A") + self.counts[self.top] - 1)
+        return ".".join(parts)
 
 
 def _add_latex_section(sections, title, source):

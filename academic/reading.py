@@ -112,15 +112,10 @@ PART_FAILURES = {
 # ---------------------------------------------------------------------------
 
 
-def section_label(section):
-    """How references name a section: its title, or its number."""
-    return section.title or str(section.number)
-
-
 def block_ref(block, section):
     if block.get("page") is not None:
         return f"p. {block['page']}"
-    return f"§ {section_label(section)}"
+    return f"§ {section.label}"
 
 
 def part_refs(part, section):

@@ -44,11 +44,10 @@ class _Resolver:
     def __init__(self, sections, page_count):
         self.page_count = page_count
         self.by_title = {}
-        self.by_number = {}
+        self.by_position = {}
         for section in sections:
-            self.by_number[str(section.number)] = section.anchor
-            if section.title:
-                self.by_title.setdefault(_normal(section.title), section.anchor)
+            self.by_position[str(section.number)] = section.anchor
+            self.by_title.setdefault(_normal(section.label), section.anchor)
 
     def anchor(self, ref):
         page = PAGE_REF.match(ref)
@@ -60,15 +59,15 @@ class _Resolver:
         if section is None:
             return None
         name = _normal(section[1])
-        if name in self.by_number:
-            return self.by_number[name]
         if name in self.by_title:
             return self.by_title[name]
         # "§ 3" for "3 Results", or the title without its number.
         for title, anchor in self.by_title.items():
             if title.startswith(name + " ") or title.endswith(" " + name):
                 return anchor
-        return None
+        # A summary written before references named sections as the paper
+        # does may cite an untitled one by its place in the list.
+        return self.by_position.get(name)
 
 
 def _normal(text):

@@ -264,7 +264,7 @@ def _ui_strings():
     return {
         "queued": _("Waiting for the model…"),
         "queuePosition": _("Queued for the model: position %(position)s"),
-        "progress": _("%(finished)s of %(total)s parts done"),
+        "progress": _("Parts done: %(finished)s of %(total)s"),
         "notChanged": _("Not changed: %(reason)s"),
         "accept": _("Accept"),
         "reject": _("Reject"),

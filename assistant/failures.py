@@ -73,11 +73,12 @@ MESSAGES = {
         "It resets at %(resets)s (%(zone)s). Your message is kept; send it "
         "again then, or ask the administrators for a larger quota."
     ),
+    # Filled in by the page's script, which has no plural forms: worded to
+    # read right whatever the counts.
     "quota_concurrent": _(
-        "You already have %(open)s requests queued or running (chat replies, "
-        "polishing, conversions), as many as your quota allows at once "
-        "(%(limit)s). Your message is kept; send it again when one of them has "
-        "finished."
+        "Your quota allows this many requests queued or running at once (chat "
+        "replies, polishing, conversions): %(limit)s, and you have %(open)s. "
+        "Your message is kept; send it again when one of them has finished."
     ),
     "not_found": _("The model service does not serve the chosen model any more."),
     "rate_limited": _(

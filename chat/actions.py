@@ -169,6 +169,7 @@ def retry_reply(reply, mode=RetryMode.SAME):
     reply.queue_ms = reply.first_token_ms = reply.reasoning_ms = None
     reply.duration_ms = None
     reply.started_at = None
+    reply.reasoning_started_at = None
     reply.warning_code = ""
     # A numbered "reset" tells every watching browser to clear the bubble;
     # events of the first attempt carry lower numbers and are ignored.

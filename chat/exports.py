@@ -22,7 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, ngettext
 
 from chat import tree
 from chat.models import (
@@ -116,7 +116,11 @@ def _settings_markdown(conversation):
         params.append(_("temperature %(value)s") % {"value": conversation.temperature})
     if conversation.max_output_tokens:
         params.append(
-            _("output limit %(tokens)s tokens")
+            ngettext(
+                "output limit %(tokens)s token",
+                "output limit %(tokens)s tokens",
+                conversation.max_output_tokens,
+            )
             % {"tokens": conversation.max_output_tokens}
         )
     if not conversation.thinking:
@@ -124,9 +128,26 @@ def _settings_markdown(conversation):
     if params:
         lines += ["", _("Settings: %(settings)s.") % {"settings": ", ".join(params)}]
     if conversation.preset_prompt:
-        quoted = [f"> {line}" for line in conversation.preset_prompt.splitlines()]
-        lines += ["", f"**{_('Instructions')}**", "", *quoted]
+        lines += [
+            "",
+            f"**{_('Instructions')}**",
+            "",
+            *_fenced(conversation.preset_prompt),
+        ]
     return lines
+
+
+def _fenced(text):
+    """`text` as a fenced block, so a Markdown viewer shows it as typed.
+
+    Instructions are often written for the model in its own markup (tags,
+    asterisks, a heading); quoted as Markdown, the viewer would render that
+    markup, and run any HTML in it. The fence is longer than any run of
+    backticks in the text, so no line of it can close the block.
+    """
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [f"{fence}text", *text.splitlines(), fence]
 
 
 def conversation_data(conversation):
@@ -339,6 +360,8 @@ def _parse_settings(data, name):
         "max_output_tokens": limit,
         "thinking": thinking,
     }
+
+
 def _parse_tree(data, raw_messages, name):
     """Each message's parent by position, and the position the shown branch
     ends at. A parent must come earlier in the list, so the tree can have

@@ -60,6 +60,9 @@ class ReplyWriter:
         self.started = None
         self.first_reasoning_at = None
         self.first_answer_at = None
+        # The wall-clock time of the first answer text, in case it turns out
+        # to have been the reasoning's start.
+        self.first_answer_wall = None
         self.last_saved = 0.0
         self.last_rendered = 0.0
         self.rendered_chars = -1
@@ -335,6 +338,7 @@ class ReplyWriter:
                 # What looked like the answer's start was the reasoning's.
                 self.first_reasoning_at = self.first_answer_at
                 self.first_answer_at = None
+                self._store_reasoning_start(self.first_answer_wall)
                 self.publisher.publish("reclassify")
         self._maybe_render()
         self._maybe_save()
@@ -343,8 +347,16 @@ class ReplyWriter:
         now = time.monotonic()
         if kind == "reasoning" and self.first_reasoning_at is None:
             self.first_reasoning_at = now
+            self._store_reasoning_start(timezone.now())
         if kind == "answer" and self.first_answer_at is None:
             self.first_answer_at = now
+            self.first_answer_wall = timezone.now()
+
+    def _store_reasoning_start(self, moment):
+        # Written at once, not with the next save of the text: a page loaded
+        # in between would start its timer from its own load.
+        self.reply.reasoning_started_at = moment
+        Message.objects.filter(pk=self.reply.pk).update(reasoning_started_at=moment)
 
     def _maybe_render(self):
         now = time.monotonic()

@@ -39,8 +39,10 @@ class Conversation(models.Model):
         related_name="conversations",
     )
     title = models.CharField(_("title"), max_length=200, blank=True)
-    # The app's title (the first words, then the model's suggestion) until
-    # the user gives one; a user's title is never replaced.
+    # True while the title is the question's first words, which the model's
+    # suggestion may replace once. The model's title and a user's are kept
+    # for good: editing, regenerating or switching branches never changes
+    # them (chat.titling).
     title_is_auto = models.BooleanField(default=True)
     model = models.CharField(_("model"), max_length=200, blank=True)
     pinned = models.BooleanField(_("pinned"), default=False)
@@ -187,6 +189,9 @@ class Message(models.Model):
 
     created = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    # When the model began to reason, stored as it begins: a page loaded
+    # while it thinks counts its "thinking for N s" from here.
+    reasoning_started_at = models.DateTimeField(null=True, blank=True)
     # Renewed by the worker writing the reply (chat.recovery); an open reply
     # whose mark has gone stale lost its worker.
     heartbeat_at = models.DateTimeField(null=True, blank=True)

@@ -4,6 +4,10 @@ Until the suggestion arrives, and whenever it cannot be had, a conversation
 is titled with the first words of its question (Conversation.title_from).
 The suggestion costs one short request at batch priority, so it waits
 behind every chat reply for the same model and never delays one.
+
+A conversation is titled once. The reader who edits the first question,
+writes its answer again or switches between branches keeps the title they
+have learnt to find the conversation by.
 """
 
 import logging
@@ -18,7 +22,7 @@ from assistant.admission import BATCH, Cancelled
 from assistant.catalog import offered_models
 from assistant.completion import CompletionFailure, complete
 from chat import tree
-from chat.models import TITLE_MAX_CHARS, Conversation
+from chat.models import TITLE_MAX_CHARS, Conversation, Message
 from chat.prompt import estimate_tokens
 
 logger = logging.getLogger(__name__)
@@ -41,10 +45,12 @@ def wants_title(conversation):
 
 
 def needs_title(conversation):
-    """True for a conversation whose first exchange just ended well.
+    """True for a conversation still titled by its first words whose first
+    exchange ended well.
 
-    The first exchange of the branch on show: an edited first question, or a
-    first answer written again, gets a title of its own.
+    The first exchange of the branch on show: when the first answer could
+    not be titled (it failed, or the model did), an edited first question
+    or an answer written again is titled instead.
     """
     return (
         conversation.title_is_auto
@@ -54,9 +60,13 @@ def needs_title(conversation):
 
 
 def _first_exchange(conversation):
-    """The branch on show, if it is one question and its answer; else []."""
-    path = tree.active_path(conversation, tree.skeleton(conversation))
-    return path if len(path) == 2 else []
+    """The branch on show, if it is one question and an answer that ended
+    well; else []."""
+    messages = conversation.messages.only(*tree.SKELETON_FIELDS, "status")
+    path = tree.active_path(conversation, messages)
+    if len(path) != 2 or path[1].status != Message.Status.STOP:
+        return []
+    return path
 
 
 def title_model():
@@ -133,9 +143,10 @@ def retitle(conversation_id):
     if not title:
         return None
 
-    # A rename while the model wrote wins over the suggestion.
+    # A rename while the model wrote wins over the suggestion, and so does
+    # a title another request wrote first. Once written the title stays.
     changed = Conversation.objects.filter(pk=conversation_id, title_is_auto=True)
-    if not changed.update(title=title):
+    if not changed.update(title=title, title_is_auto=False):
         return None
     async_to_sync(get_channel_layer().group_send)(
         conversation.group_name,

@@ -15,6 +15,7 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.http import require_POST
 
 from assistant import failures
@@ -218,6 +219,11 @@ def message_data(message, profiles=None):
             warning_code=message.warning_code,
             can_extend=_can_extend(message, profiles),
         )
+        if message.is_open and message.reasoning_started_at is not None:
+            # How long it has thought so far, not when it began: the page
+            # counts on from its own clock, which may differ from the server's.
+            thought = timezone.now() - message.reasoning_started_at
+            data["thinking_ms"] = max(0, int(thought.total_seconds() * 1000))
     return data
 
 
@@ -453,7 +459,12 @@ def import_conversations(request):
     imported = exports.import_conversations(request.user, items)
     flash.success(
         request,
-        _("Imported %(count)s conversations.") % {"count": len(imported)},
+        ngettext(
+            "Imported %(count)s conversation.",
+            "Imported %(count)s conversations.",
+            len(imported),
+        )
+        % {"count": len(imported)},
     )
     if len(imported) == 1:
         return redirect(imported[0])

@@ -9,6 +9,7 @@ import json
 
 from django.http import JsonResponse
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 # The `type` OpenAI gives each HTTP status.
 ERROR_TYPES = {
@@ -123,13 +124,30 @@ def rate_limited(limit, retry_after):
     return ApiError(
         429,
         "rate_limit_exceeded",
-        _(
-            "This API key may send %(limit)s requests a minute; try again in "
-            "%(seconds)s seconds."
-        )
-        % {"limit": limit, "seconds": retry_after},
+        _two_sentences(
+            ngettext(
+                "This API key may send %(limit)s request a minute.",
+                "This API key may send %(limit)s requests a minute.",
+                limit,
+            )
+            % {"limit": limit},
+            ngettext(
+                "Try again in %(seconds)s second.",
+                "Try again in %(seconds)s seconds.",
+                retry_after,
+            )
+            % {"seconds": retry_after},
+        ),
         retry_after=retry_after,
     )
+
+
+def _two_sentences(first, second):
+    # Each sentence has a count of its own, so each is translated with the
+    # plural form its count needs; languages differ in how they join them.
+    # Translators: two sentences of one message, joined as the language
+    # joins sentences.
+    return _("%(first)s %(second)s") % {"first": first, "second": second}
 
 
 def over_quota(refusal):

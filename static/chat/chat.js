@@ -97,6 +97,11 @@
     this.reasoning = message.reasoning || "";
     this.answer = message.content || "";
     this.reasoningMs = message.reasoning_ms;
+    if (typeof message.thinking_ms === "number") {
+      // The server says how long the model has thought, so a reload or a
+      // reconnect goes on counting instead of starting again from zero.
+      this.thinkingSince = Date.now() - message.thinking_ms;
+    }
     this.errorCode = message.error_code || "";
     this.errorDetail = message.error_detail || "";
     this.errorParams = message.error_params || {};

@@ -87,6 +87,17 @@ def test_it_starts_an_analysis_from_one_source_file(client, researcher, model_ap
     assert analysis.project_map["entry_points"][0]["kind"] == "main_function"
 
 
+def test_it_counts_one_line_in_the_singular_in_english(client, researcher):
+    upload(client, "tool.cpp", b"int main() { return 0; }\n")
+
+    analysis = CodeAnalysis.objects.get()
+    page = client.get(analysis.get_absolute_url(), HTTP_ACCEPT_LANGUAGE="en").text
+    assert " · 1 line</summary>" in page
+
+    page = client.get(analysis.get_absolute_url()).text
+    assert " · 1 行</summary>" in page
+
+
 @pytest.mark.parametrize(
     ("name", "data", "message"),
     [

@@ -8,7 +8,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from django.utils import translation
 
-from academic import reading
+from academic import papertext, reading
 from academic.models import Paper, PaperPart
 from academic.pdftext import pdf_sections
 from academic.reading_tasks import read_paper_part
@@ -184,6 +184,70 @@ def test_it_reads_a_latex_source_by_section_and_names_missing_inputs(
     assert "[§ Introduction]" in paper.summary
     page = client.get(paper.get_absolute_url()).content.decode()
     assert 'class="paper-ref">[§ Introduction]</a>' in page
+
+
+NUMBERED_LATEX = r"""\documentclass{article}
+\title{Boiling at Altitude}
+\begin{document}
+\maketitle
+\begin{abstract}Water boils at 93.4 degrees at 2000 m.\end{abstract}
+\section{Introduction} Why kettles matter.
+\section[Setup]{Experimental \emph{setup}} A kettle and a thermometer.
+\subsection{Sites} Three mountains.
+\subsubsection{The highest} Mont Blanc.
+\subsection*{A remark} Unnumbered.
+\section*{Acknowledgements} The guides.
+\appendix
+\section{Raw data} Tables.
+\subsection{Calibration} The thermometer was checked.
+\end{document}
+"""
+
+
+def test_it_names_latex_sections_with_the_papers_own_numbers(
+    client, researcher, model_api
+):
+    upload(client, "paper.tex", NUMBERED_LATEX.encode())
+    paper = read_all(Paper.objects.get())
+
+    titles = [s.title for s in paper.sections.all()]
+    assert titles == [
+        "",
+        "1 Introduction",
+        "2 Experimental setup",
+        "2.1 Sites",
+        "2.1.1 The highest",
+        "A remark",
+        "Acknowledgements",
+        "A Raw data",
+        "A.1 Calibration",
+    ]
+    page = client.get(paper.get_absolute_url()).content.decode()
+    assert "<h3>2.1 Sites</h3>" in page and "§ 4" not in page
+    assert "<h3>论文开头（第一个标题之前）</h3>" in page
+    # The notes and the summary cite the sections by the paper's numbers.
+    assert "[§ 2.1 Sites]" in paper.summary
+    assert 'href="#section-4" class="paper-ref">[§ 2.1 Sites]</a>' in page
+    assert 'href="#section-1" class="paper-ref">[§ Front matter]</a>' in page
+
+
+def test_it_numbers_sections_within_chapters_as_a_report_does():
+    source = (
+        r"\begin{document}\chapter{Theory}\section{Model}\subsection{Limits}"
+        r"\subsubsection{Unnumbered here}\chapter{Practice}\section{Runs}"
+        r"\end{document}"
+    )
+
+    _title, sections, _inputs = papertext.latex_sections(source)
+
+    assert [s.title for s in sections] == [
+        "1 Theory",
+        "1.1 Model",
+        "1.1.1 Limits",
+        "Unnumbered here",
+        "2 Practice",
+        "2.1 Runs",
+    ]
 
 
 def test_it_reads_pasted_text(client, researcher, model_api):

@@ -18,6 +18,20 @@ def test_it_links_pages_and_sections_it_knows():
     assert html.count('href="#section-2"') == 2
 
 
+def test_it_takes_a_number_for_the_papers_own_not_a_place_in_the_list():
+    sections = [
+        PaperSection(position=0, title=""),
+        PaperSection(position=1, title="1 Introduction"),
+        PaperSection(position=2, title="2 Methods"),
+    ]
+
+    html = render_with_refs("See [§ 1], [§ 2] and [§ Front matter].", sections, 0)
+
+    assert '<a href="#section-2" class="paper-ref">[§ 1]</a>' in html
+    assert '<a href="#section-3" class="paper-ref">[§ 2]</a>' in html
+    assert '<a href="#section-1" class="paper-ref">[§ Front matter]</a>' in html
+
+
 def test_it_leaves_unknown_references_as_text():
     html = render_with_refs("On [p. 9] and in [§ Appendix].", SECTIONS, 5)
 

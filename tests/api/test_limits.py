@@ -4,8 +4,10 @@ import threading
 
 import openai
 import pytest
+from django.utils import translation
 
 from assistant import admission, metering
+from assistant.api import errors
 from assistant.api.relay import estimate_prompt
 from assistant.completion import pool_name
 from assistant.models import ModelProfile, OpenRequest, Quota, UsageRecord
@@ -31,6 +33,22 @@ def test_it_answers_429_with_retry_after_past_the_key_rate(client_for, model_api
     assert refused.value.code == "rate_limit_exceeded"
     assert 1 <= int(refused.value.response.headers["Retry-After"]) <= 60
     assert model_api.stats["requests"] == 2
+
+
+@pytest.mark.parametrize(
+    ("limit", "seconds", "message"),
+    [
+        (1, 1, "This API key may send 1 request a minute. Try again in 1 second."),
+        (5, 30, "This API key may send 5 requests a minute. Try again in 30 seconds."),
+    ],
+)
+def test_it_says_how_long_to_wait_in_words_that_fit_the_counts(limit, seconds, message):
+    with translation.override("en"):
+        assert errors.rate_limited(limit, seconds).message == message
+    with translation.override("zh-hans"):
+        assert errors.rate_limited(limit, seconds).message == (
+            f"此 API 密钥每分钟最多发送 {limit} 个请求。请在 {seconds} 秒后重试。"
+        )
 
 
 def spend(user, key, tokens):

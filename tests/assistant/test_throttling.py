@@ -56,6 +56,17 @@ def test_it_explains_the_lockout_in_english_too(throttle, client):
     assert "Wait 15 minutes" in response.text
 
 
+def test_it_says_one_minute_in_the_singular(throttle, client):
+    throttle.LOGIN_COOLOFF_MINUTES = 1
+    make_user()
+    client.cookies["django_language"] = "en"
+    fail_until_locked(client, "researcher")
+
+    response = sign_in(client, "researcher", PASSWORD)
+
+    assert "Wait 1 minute and try again" in response.text
+
+
 def test_it_still_signs_in_the_same_user_from_another_address(throttle, client):
     make_user()
     fail_until_locked(client, "researcher")

@@ -89,6 +89,14 @@ def test_it_shows_what_is_left_of_the_quota(client, researcher):
     assert "At most 2 requests queued or running." in page
 
 
+def test_it_says_one_request_in_the_singular(client, researcher):
+    Quota.objects.create(user=researcher, concurrent_requests=1)
+
+    response = client.get(reverse("usage-home"), HTTP_ACCEPT_LANGUAGE="en")
+
+    assert "At most 1 request queued or running." in response.content.decode()
+
+
 def test_it_says_when_no_quota_applies(client, researcher):
     response = client.get(reverse("usage-home"), HTTP_ACCEPT_LANGUAGE="en")
 

@@ -1,6 +1,7 @@
 """A researcher's chat, in a real Chromium against the running app."""
 
 import re
+import time
 from urllib.parse import urlsplit
 
 import pytest
@@ -187,6 +188,29 @@ def test_it_shows_the_whole_reply_after_a_reload_mid_stream(page):
     assert stored.locator(".answer").inner_text() == streamed_after_reload
     assert stored.locator(".reasoning-text").text_content() == reasoning_after_reload
     assert stored.get_attribute("data-status") == "stop"
+
+
+def test_it_counts_thinking_on_from_where_it_was_after_a_reload(page):
+    sign_in(page)
+    send(page, "Think it over slowly [[sim delay=0.1]]")
+    last_reply(page).locator("details.reasoning.is-thinking").wait_for()
+    thinking_seen = time.monotonic()
+    page.wait_for_timeout(4000)
+
+    page.reload()
+    label = last_reply(page).locator("details.reasoning.is-thinking summary")
+    # The first figure the label shows after the reload.
+    page.wait_for_function(
+        "() => /\\d+ s$/.test(document.querySelector("
+        "'article.message.assistant:last-child details.reasoning summary'"
+        ").textContent)"
+    )
+    shown = int(re.search(r"(\d+) s$", label.inner_text())[1])
+    spent = time.monotonic() - thinking_seen
+
+    assert 4 <= shown <= spent + 2
+    page.click("[data-stop]")
+    page.wait_for_selector("article.message.assistant[data-status=stopped]")
 
 
 def test_it_reconnects_after_losing_the_socket_mid_reply_and_loses_nothing(page):

@@ -258,9 +258,15 @@ def test_it_refuses_a_file_whose_parents_do_not_come_first(researcher, parent):
 
 
 def test_it_titles_the_first_exchange_of_the_branch_on_show(researcher):
+    """While the first words are the title, e.g. because the first answer
+    could not be titled, a first answer written again can be."""
     conversation = make_conversation(researcher)
     _q, old = add_exchange(conversation, "q", "old")
     new = actions.regenerate_reply(old, MODEL)
+    conversation.refresh_from_db()
+    assert not titling.needs_title(conversation)
+
+    finish(new, "new")
     assert titling.needs_title(conversation)
 
     actions.post_question(conversation, "q2", MODEL, (), new)

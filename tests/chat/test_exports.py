@@ -4,6 +4,7 @@ import io
 import json
 import zipfile
 
+import markdown
 import pytest
 from django.urls import reverse
 
@@ -72,6 +73,70 @@ def test_it_round_trips_a_conversation_through_json(client, researcher, conversa
     assert list(imported.messages.values_list(*fields)) == list(
         conversation.messages.values_list(*fields)
     )
+
+
+INSTRUCTIONS = (
+    "Answer as a <b>peer reviewer</b>.\n"
+    "<script>alert(1)</script>\n"
+    "# Not a heading\n"
+    "```\n"
+    "Quote code in ``` fences."
+)
+
+
+def test_it_exports_instructions_as_the_text_typed(client, conversation):
+    """A Markdown viewer shows the instructions' markup, it does not run it."""
+    conversation.preset_prompt = INSTRUCTIONS
+    conversation.save()
+
+    text = client.get(
+        reverse("chat-export-markdown", args=[conversation.pk])
+    ).content.decode()
+    viewed = markdown.markdown(text, extensions=["fenced_code"])
+
+    assert "````text\n" + INSTRUCTIONS + "\n````\n" in text
+    assert "<script>" not in viewed and "<b>" not in viewed
+    assert "&lt;b&gt;peer reviewer&lt;/b&gt;" in viewed
+    assert "<h1>Not a heading</h1>" not in viewed
+    # The answers after the instructions are outside the block.
+    assert "<h2>回答 (deepseek-r1)</h2>" in viewed
+
+
+def test_it_round_trips_instructions_through_json_unchanged(
+    client, researcher, conversation
+):
+    conversation.preset_prompt = INSTRUCTIONS
+    conversation.save()
+    exported = client.get(reverse("chat-export-json", args=[conversation.pk])).content
+
+    upload = io.BytesIO(exported)
+    upload.name = "conversation.json"
+    client.post(reverse("chat-import"), {"file": upload})
+
+    imported = Conversation.objects.exclude(pk=conversation.pk).get(user=researcher)
+    assert json.loads(exported)["settings"]["prompt"] == INSTRUCTIONS
+    assert imported.preset_prompt == INSTRUCTIONS
+    again = client.get(reverse("chat-export-json", args=[imported.pk])).content
+    assert json.loads(again)["settings"] == json.loads(exported)["settings"]
+
+
+def test_it_counts_one_conversation_and_one_token_in_the_singular(
+    client, researcher, conversation
+):
+    client.cookies["django_language"] = "en"
+    conversation.max_output_tokens = 1
+    conversation.save()
+
+    text = client.get(
+        reverse("chat-export-markdown", args=[conversation.pk])
+    ).content.decode()
+    exported = client.get(reverse("chat-export-json", args=[conversation.pk])).content
+    upload = io.BytesIO(exported)
+    upload.name = "conversation.json"
+    response = client.post(reverse("chat-import"), {"file": upload}, follow=True)
+
+    assert "output limit 1 token." in text
+    assert "Imported 1 conversation." in response.content.decode()
 
 
 def test_it_exports_everything_as_an_archive_and_imports_it_back(

@@ -11,6 +11,7 @@ from assistant.models import ModelProfile
 from chat import actions
 from chat.models import Message
 from chat.tasks import generate_reply
+from chat.views import message_data
 from tests.factories import add_exchange, make_conversation, make_user, queue_reply
 
 pytestmark = pytest.mark.django_db
@@ -257,6 +258,31 @@ def test_it_cuts_the_upstream_connection_within_a_second_of_stop(model_api):
     events = events_of(reply)
     assert events[-1]["kind"] == "end" and events[-1]["status"] == "stopped"
     assert replay(events)[1] == reply.content
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_tells_a_page_loaded_mid_thinking_how_long_the_model_has_thought(
+    model_api,
+):
+    conversation = make_conversation(make_user())
+    _, reply = queue_reply(conversation, "Think it over [[sim delay=0.05]]")
+    writer = threading.Thread(target=generate_reply, args=[reply.pk])
+    writer.start()
+    _wait_for(lambda: any(e["kind"] == "reasoning" for e in events_of(reply)))
+    time.sleep(0.5)
+
+    thinking = Message.objects.get(pk=reply.pk)
+    loaded = message_data(thinking)
+    actions.request_stop(reply)
+    writer.join(timeout=10)
+
+    assert thinking.is_open and not thinking.content
+    assert thinking.started_at <= thinking.reasoning_started_at
+    assert loaded["thinking_ms"] >= 500
+    reply.refresh_from_db()
+    assert reply.reasoning_started_at == thinking.reasoning_started_at
+    # An ended reply says how long it thought in reasoning_ms instead.
+    assert "thinking_ms" not in message_data(reply)
 
 
 def test_it_does_not_call_the_model_for_a_reply_stopped_while_queued(model_api):

@@ -522,7 +522,7 @@ def test_export_and_import_carry_the_settings(client, researcher):
     items = exports.read_import("c.json", json.dumps(data).encode())
     [copy] = exports.import_conversations(researcher, items)
 
-    assert "> Answer as a peer reviewer." in markdown
+    assert "```text\nAnswer as a peer reviewer.\n```" in markdown
     assert "temperature 0.3" in markdown and "thinking off" in markdown
     assert data["settings"] == {
         "prompt": "Answer as a peer reviewer.",

@@ -7,12 +7,14 @@ import time
 import pytest
 from channels.layers import get_channel_layer
 
-from chat import titling
+from chat import actions, titling
 from chat.models import Conversation, Message
 from chat.tasks import generate_reply
 from tests.factories import add_exchange, make_conversation, make_user, queue_reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+MODEL = "deepseek-r1"
 
 TITLE_EVENTS = [
     '{"choices":[{"index":0,"delta":{"content":"“Self-attention"},"finish_reason":null}]}',
@@ -48,6 +50,52 @@ def test_it_never_replaces_a_title_the_user_gave(model_api):
     conversation.refresh_from_db()
     assert conversation.title == "Mine"
     assert model_api.stats["requests"] == 0
+
+
+# Not transactional: the replies the actions queue are never handed to a
+# worker, so none of them can reach the simulator after the test.
+@pytest.mark.django_db
+def test_it_keeps_the_models_title_through_edits_regenerations_and_switches(
+    model_api,
+):
+    conversation = make_conversation(make_user())
+    question, _answer = add_exchange(conversation, "What is self-attention?", "It…")
+    model_api.queue_events(TITLE_EVENTS)
+    assert titling.retitle(conversation.pk) == "Self-attention explained"
+
+    edited, reply = actions.edit_question(question, "What is a transformer?", MODEL)
+    _finish(reply, "A stack of attention layers.")
+    conversation.refresh_from_db()
+    assert not titling.needs_title(conversation)
+    assert titling.retitle(conversation.pk) is None
+
+    actions.regenerate_reply(reply, MODEL)
+    actions.show_branch(conversation, question)
+
+    conversation.refresh_from_db()
+    assert conversation.title == "Self-attention explained"
+    assert model_api.stats["requests"] == 1
+
+
+@pytest.mark.django_db
+def test_it_titles_an_edited_first_question_only_once_its_answer_ended(model_api):
+    """A title written while the edited question's answer streams would be
+    about an answer nobody has read yet."""
+    conversation = make_conversation(make_user())
+    question, _answer = add_exchange(conversation, "q", "answer", status="error")
+    _edited, reply = actions.edit_question(question, "What is self-attention?", MODEL)
+
+    assert titling.retitle(conversation.pk) is None
+
+    _finish(reply, "It relates positions.")
+    model_api.queue_events(TITLE_EVENTS)
+    assert titling.retitle(conversation.pk) == "Self-attention explained"
+
+
+def _finish(reply, content):
+    reply.content = content
+    reply.status = Message.Status.STOP
+    reply.save(update_fields=["content", "status"])
 
 
 def test_it_keeps_the_first_words_when_the_model_fails(model_api):
