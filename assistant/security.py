@@ -18,6 +18,8 @@ from django.http import JsonResponse
 from django.shortcuts import render
 from django.utils.translation import gettext as _
 
+from assistant.api import errors
+
 logger = logging.getLogger(__name__)
 
 
@@ -133,6 +135,10 @@ def _declared_length(request):
 
 def _too_large(request):
     limit = settings.MAX_REQUEST_BYTES // (1024 * 1024)
+    if request.path.startswith("/v1/"):
+        # API clients read only OpenAI's error shape.
+        return errors.request_too_large(limit).response()
+
     message = _(
         "The upload is larger than %(limit)s MB, more than any file here may be."
     ) % {"limit": limit}
