@@ -154,6 +154,7 @@ def over_quota(refusal):
             "request needs about %(needed)s; it resets at %(resets)s (%(zone)s)."
         )
         % params,
+        retry_after=refusal.seconds_to_reset(),
     )
 
 
