@@ -37,9 +37,10 @@ def convert_image(conversion_id):
     delivery). A formula goes to the offline engine first when it is
     enabled (academic.ocr_engine), and on to the vision model when that
     reading is doubtful and IMG2TEX_ENGINE is "auto"; everything else goes
-    to the vision model. Each engine's request waits in its own pool of the
-    same fair admission queue as chat, as interactive work of the owner,
-    and leaves its own usage record. One call holds one worker thread for
+    to the vision model. Each engine's request counts among the owner's
+    requests at once while it waits and runs (one over the quota is
+    refused), waits in its own pool of the same fair admission queue as
+    chat, as interactive work of the owner, and leaves its own usage record. One call holds one worker thread for
     at most the offline time limit plus REQUEST_TIMEOUT_SECONDS, after its
     waits in the queue.
     """
