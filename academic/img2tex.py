@@ -124,6 +124,13 @@ MESSAGES = {
         "Your monthly token quota is used up. Your image is kept; your usage "
         "page says when the quota resets."
     ),
+    # The figures are in the conversion's error detail; a conversion keeps
+    # no parameters for its message, as a chat reply does.
+    "quota_concurrent": _(
+        "You already have as many requests queued or running (chat replies, "
+        "polishing, conversions) as your quota allows at once. Your image is "
+        "kept; convert it again when one of them has finished."
+    ),
 }
 
 _FENCE = re.compile(r"```[^\n`]*\n(?P<body>.*?)\n?```", re.DOTALL)

@@ -1,5 +1,6 @@
 import logging
 import time
+from contextlib import contextmanager
 
 from celery import shared_task
 from django.conf import settings
@@ -36,9 +37,10 @@ def convert_image(conversion_id):
     delivery). A formula goes to the offline engine first when it is
     enabled (academic.ocr_engine), and on to the vision model when that
     reading is doubtful and IMG2TEX_ENGINE is "auto"; everything else goes
-    to the vision model. Each engine's request waits in its own pool of the
-    same fair admission queue as chat, as interactive work of the owner,
-    and leaves its own usage record. One call holds one worker thread for
+    to the vision model. Each engine's request counts among the owner's
+    requests at once while it waits and runs (one over the quota is
+    refused), waits in its own pool of the same fair admission queue as
+    chat, as interactive work of the owner, and leaves its own usage record. One call holds one worker thread for
     at most the offline time limit plus REQUEST_TIMEOUT_SECONDS, after its
     waits in the queue.
     """
@@ -139,31 +141,28 @@ def _read_offline(conversion):
 def _read_offline_in_slot(conversion, timings):
     # The characters the network may write are its tokens, and count
     # against the quota like a model's.
-    refusal = quotas.check_quota(
-        conversion.owner_id,
-        settings.IMG2TEX_OFFLINE_MAX_TOKENS,
-        count_open=lambda: 0,
-    )
-    if refusal is not None:
-        raise img2tex.ConversionFailed(refusal.code)
+    with _within_quota(conversion, settings.IMG2TEX_OFFLINE_MAX_TOKENS):
+        queued_at = time.monotonic()
+        lease = _wait_for_slot(
+            conversion, OFFLINE_POOL, settings.IMG2TEX_OFFLINE_CONCURRENCY
+        )
+        with lease:
+            return _run_offline_engine(conversion, timings, queued_at)
 
-    queued_at = time.monotonic()
-    lease = _wait_for_slot(
-        conversion, OFFLINE_POOL, settings.IMG2TEX_OFFLINE_CONCURRENCY
-    )
-    with lease:
-        started = time.monotonic()
-        timings["queue_ms"] = round((started - queued_at) * 1000)
-        conversion.mark_running()
-        try:
-            return ocr_engine.read_formula(
-                bytes(conversion.image),
-                max_tokens=settings.IMG2TEX_OFFLINE_MAX_TOKENS,
-                time_limit=settings.IMG2TEX_OFFLINE_TIME_LIMIT,
-                threads=settings.IMG2TEX_OFFLINE_THREADS,
-            )
-        finally:
-            timings["duration_ms"] = round((time.monotonic() - started) * 1000)
+
+def _run_offline_engine(conversion, timings, queued_at):
+    started = time.monotonic()
+    timings["queue_ms"] = round((started - queued_at) * 1000)
+    conversion.mark_running()
+    try:
+        return ocr_engine.read_formula(
+            bytes(conversion.image),
+            max_tokens=settings.IMG2TEX_OFFLINE_MAX_TOKENS,
+            time_limit=settings.IMG2TEX_OFFLINE_TIME_LIMIT,
+            threads=settings.IMG2TEX_OFFLINE_THREADS,
+        )
+    finally:
+        timings["duration_ms"] = round((time.monotonic() - started) * 1000)
 
 
 def _record_offline_usage(conversion, reading, error_code, timings):
@@ -224,30 +223,54 @@ def _record_vision_usage(conversion, transcription, error_code, timings):
 
 def _transcribe_in_slot(conversion, timings):
     profile = ModelProfile.ensure(conversion.model)
-    refusal = quotas.check_quota(
-        conversion.owner_id, IMAGE_PROMPT_ESTIMATE, count_open=lambda: 0
-    )
-    if refusal is not None:
-        raise img2tex.ConversionFailed(refusal.code)
+    with _within_quota(conversion, IMAGE_PROMPT_ESTIMATE):
+        queued_at = time.monotonic()
+        lease = _wait_for_slot(
+            conversion, pool_name(conversion.model), profile.concurrency_limit
+        )
+        with lease:
+            return _run_vision_model(conversion, profile, timings, queued_at)
 
-    queued_at = time.monotonic()
-    lease = _wait_for_slot(
-        conversion, pool_name(conversion.model), profile.concurrency_limit
-    )
-    with lease:
-        sent_at = time.monotonic()
-        timings["queue_ms"] = round((sent_at - queued_at) * 1000)
-        conversion.mark_running()
-        try:
-            return img2tex.transcribe(
-                bytes(conversion.image),
-                conversion.model,
-                conversion.kind,
-                conversion.target,
-                max_output_tokens=profile.max_output_tokens,
-            )
-        finally:
-            timings["duration_ms"] = round((time.monotonic() - sent_at) * 1000)
+
+def _run_vision_model(conversion, profile, timings, queued_at):
+    sent_at = time.monotonic()
+    timings["queue_ms"] = round((sent_at - queued_at) * 1000)
+    conversion.mark_running()
+    try:
+        return img2tex.transcribe(
+            bytes(conversion.image),
+            conversion.model,
+            conversion.kind,
+            conversion.target,
+            max_output_tokens=profile.max_output_tokens,
+        )
+    finally:
+        timings["duration_ms"] = round((time.monotonic() - sent_at) * 1000)
+
+
+@contextmanager
+def _within_quota(conversion, needed_tokens):
+    """Admit one engine's request under the owner's quotas, or refuse it.
+
+    For as long as the block runs the request is one of the owner's
+    requests at once (an OpenRequest row), which chat, the API and batch
+    work count; their open chat replies and their requests that started
+    before this one go first. A person is waiting for the answer, so a
+    request over the limit is refused, as a chat reply is, rather than held.
+    """
+    with quotas.open_request(conversion.owner_id, "convert") as in_flight:
+        refusal = quotas.check_quota(
+            conversion.owner_id,
+            needed_tokens,
+            count_open=lambda: quotas.requests_ahead(in_flight),
+        )
+        if refusal is not None:
+            raise img2tex.ConversionFailed(refusal.code, _figures(refusal.params))
+        yield
+
+
+def _figures(params):
+    return ", ".join(f"{name} {value}" for name, value in params.items())
 
 
 def _wait_for_slot(conversion, pool, capacity):

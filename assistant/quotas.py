@@ -19,6 +19,7 @@ a concurrency limit adds the caller's count of open requests.
 """
 
 import datetime
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -75,13 +76,28 @@ class TokenBudget:
             "zone": timezone.get_current_timezone_name(),
         }
 
+    def refusal(self, code, needed):
+        return Refusal(code, self.params(needed), resets_at=self.resets_at)
+
 
 @dataclass(frozen=True)
 class Refusal:
-    """Why a request was not admitted: an error code and its figures."""
+    """Why a request was not admitted: an error code and its figures.
+
+    `resets_at` is when a token quota that refused it resets; None for the
+    other refusals.
+    """
 
     code: str
     params: dict
+    resets_at: datetime.datetime | None = None
+
+    def seconds_to_reset(self, now=None):
+        """Whole seconds until the quota resets, at least 1; None if unknown."""
+        if self.resets_at is None:
+            return None
+        left = (self.resets_at - (now or timezone.now())).total_seconds()
+        return max(1, math.ceil(left))
 
 
 def limits_for(user):
@@ -173,7 +189,7 @@ def check_quota(user, needed_tokens, count_open, now=None):
     needed = needed_tokens or 0
     for period, budget in token_budgets(user, limits, now).items():
         if budget.used + needed > budget.limit:
-            return Refusal(f"quota_{period}", budget.params(needed))
+            return budget.refusal(f"quota_{period}", needed)
 
     if limits.concurrent_requests is not None:
         open_requests = count_open()

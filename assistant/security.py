@@ -12,10 +12,13 @@ which browsers check against `form-action`.
 import logging
 from urllib.parse import urlsplit
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.http import JsonResponse
 from django.shortcuts import render
 from django.utils.translation import gettext as _
+
+from assistant.api import errors
 
 logger = logging.getLogger(__name__)
 
@@ -45,18 +48,48 @@ def build_policy(host):
     )
 
 
-class ContentSecurityPolicyMiddleware:
+class _SyncAndAsyncMiddleware:
+    """A middleware Django runs in whichever mode the chain beneath it has.
+
+    Under ASGI a sync-only middleware makes Django run the request in a
+    thread, and an async view then holds that thread for as long as it
+    waits (a /v1 completion for its whole place in the model's queue).
+    """
+
+    sync_capable = True
+    async_capable = True
+
     def __init__(self, get_response):
         self.get_response = get_response
+        if iscoroutinefunction(self.get_response):
+            markcoroutinefunction(self)
 
     def __call__(self, request):
-        response = self.get_response(request)
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
+        return self.handle(request)
+
+    async def __acall__(self, request):
+        raise NotImplementedError
+
+    def handle(self, request):
+        raise NotImplementedError
+
+
+class ContentSecurityPolicyMiddleware(_SyncAndAsyncMiddleware):
+    def handle(self, request):
+        return self._with_policy(request, self.get_response(request))
+
+    async def __acall__(self, request):
+        return self._with_policy(request, await self.get_response(request))
+
+    def _with_policy(self, request, response):
         if "Content-Security-Policy" not in response:
             response["Content-Security-Policy"] = build_policy(request.get_host())
         return response
 
 
-class RequestSizeLimitMiddleware:
+class RequestSizeLimitMiddleware(_SyncAndAsyncMiddleware):
     """Refuse a request whose declared body is over MAX_REQUEST_BYTES.
 
     Every upload has a smaller limit of its own, checked where it is read;
@@ -66,20 +99,31 @@ class RequestSizeLimitMiddleware:
     should refuse such bodies too (nginx: client_max_body_size).
     """
 
-    def __init__(self, get_response):
-        self.get_response = get_response
-
-    def __call__(self, request):
-        declared = _declared_length(request)
-        if declared > settings.MAX_REQUEST_BYTES:
-            logger.warning(
-                "Refused a %s byte request to %s (limit %s)",
-                declared,
-                request.path,
-                settings.MAX_REQUEST_BYTES,
-            )
+    def handle(self, request):
+        if _is_too_large(request):
             return _too_large(request)
         return self.get_response(request)
+
+    async def __acall__(self, request):
+        if _is_too_large(request):
+            # The page renders with the session's user, which the database
+            # holds; only the rare refusal pays for the thread.
+            return await sync_to_async(_too_large)(request)
+        return await self.get_response(request)
+
+
+def _is_too_large(request):
+    declared = _declared_length(request)
+    if declared <= settings.MAX_REQUEST_BYTES:
+        return False
+
+    logger.warning(
+        "Refused a %s byte request to %s (limit %s)",
+        declared,
+        request.path,
+        settings.MAX_REQUEST_BYTES,
+    )
+    return True
 
 
 def _declared_length(request):
@@ -91,6 +135,10 @@ def _declared_length(request):
 
 def _too_large(request):
     limit = settings.MAX_REQUEST_BYTES // (1024 * 1024)
+    if request.path.startswith("/v1/"):
+        # API clients read only OpenAI's error shape.
+        return errors.request_too_large(limit).response()
+
     message = _(
         "The upload is larger than %(limit)s MB, more than any file here may be."
     ) % {"limit": limit}

@@ -54,6 +54,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "assistant.security.ContentSecurityPolicyMiddleware",
+    # WhiteNoise (6.12) is sync-only: under ASGI, Django runs every request
+    # in a thread for it, and an async view (a /v1 completion) holds that
+    # thread while it waits. Everything else in this list is async-capable.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",

@@ -18,6 +18,7 @@ ERROR_TYPES = {
     403: "permission_error",
     404: "invalid_request_error",
     405: "invalid_request_error",
+    413: "invalid_request_error",
     429: "rate_limit_exceeded",
     500: "server_error",
     502: "server_error",
@@ -171,6 +172,19 @@ def over_quota(refusal):
             "request needs about %(needed)s; it resets at %(resets)s (%(zone)s)."
         )
         % params,
+        retry_after=refusal.seconds_to_reset(),
+    )
+
+
+def request_too_large(limit_mb):
+    return ApiError(
+        413,
+        "request_too_large",
+        _(
+            "The request body is larger than %(limit)s MB, the most this API "
+            "accepts; nothing was sent."
+        )
+        % {"limit": limit_mb},
     )
 
 

@@ -71,5 +71,5 @@ def check_key_quota(key, needed_tokens, now=None):
 
     for period, budget in budgets.items():
         if budget.used + needed_tokens > budget.limit:
-            return quotas.Refusal(f"key_quota_{period}", budget.params(needed_tokens))
+            return budget.refusal(f"key_quota_{period}", needed_tokens)
     return None

@@ -13,8 +13,10 @@ from academic.imaging import normalise
 from academic.models import Conversion
 from academic.tasks import convert_image
 from assistant.admission import INTERACTIVE, wait_for_slot
-from assistant.models import ModelProfile
-from tests.factories import make_user
+from assistant.models import ModelProfile, OpenRequest, Quota
+from chat.models import Message
+from chat.tasks import generate_reply
+from tests.factories import make_conversation, make_user, queue_reply
 
 pytestmark = pytest.mark.django_db
 
@@ -243,3 +245,94 @@ def test_it_waits_its_turn_in_the_same_queue_as_chat(settings, model_api, shared
     conversion.refresh_from_db()
     assert conversion.status == Conversion.Status.DONE
     assert conversion.queue_position is None
+
+
+def test_it_refuses_a_conversion_while_a_chat_reply_is_being_written(
+    model_api, shared_dir
+):
+    user = make_user()
+    Quota.objects.create(user=user, concurrent_requests=1)
+    _, writing = queue_reply(make_conversation(user), "a question")
+    Message.objects.filter(pk=writing.pk).update(status=Message.Status.STREAMING)
+    conversion = make_conversion(shared_dir, owner=user)
+
+    convert_image(conversion.pk)
+
+    conversion.refresh_from_db()
+    assert conversion.status == Conversion.Status.ERROR
+    assert conversion.error_code == "quota_concurrent"
+    assert conversion.error_detail == "limit 1, open 1"
+    with translation.override("zh-hans"):
+        assert "图片" in str(conversion.error_message)
+    assert model_api.stats["requests"] == 0
+    assert not OpenRequest.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_chat_reply_is_refused_while_a_conversion_is_in_flight(
+    settings, model_api, shared_dir
+):
+    """A conversion waiting in the model's queue counts among the owner's
+    requests at once, and is let through when the chat reply is refused."""
+    user = make_user()
+    Quota.objects.create(user=user, concurrent_requests=1)
+    profile = ModelProfile.ensure(VISION_MODEL)
+    profile.concurrency_limit = 1
+    profile.save(update_fields=["concurrency_limit"])
+    conversion = make_conversion(shared_dir, owner=user)
+    pool = f"{settings.MODEL_API_BASE_URL}|{VISION_MODEL}"
+    held = wait_for_slot(pool, "a-colleague", INTERACTIVE, capacity=1)
+    worker = threading.Thread(target=convert_in_worker_thread, args=[conversion])
+
+    try:
+        worker.start()
+        wait_until_queued(conversion)
+        assert OpenRequest.objects.get().kind == "convert"
+        _, reply = queue_reply(make_conversation(user), "a question")
+        generate_reply(reply.pk)
+    finally:
+        held.release()
+        worker.join(timeout=20)
+
+    reply.refresh_from_db()
+    assert reply.error_code == "quota_concurrent"
+    assert reply.error_params == {"limit": 1, "open": 1}
+    conversion.refresh_from_db()
+    assert conversion.status == Conversion.Status.DONE
+    assert not OpenRequest.objects.exists()
+
+
+@pytest.mark.parametrize(("server_error", "status"), [(False, "done"), (True, "error")])
+def test_it_leaves_no_open_request_once_a_conversion_ends(
+    model_api, shared_dir, server_error, status
+):
+    if server_error:
+        model_api.queue_error(500, "CUDA out of memory", "server_error")
+    user = make_user()
+    Quota.objects.create(user=user, concurrent_requests=1)
+    conversion = make_conversion(shared_dir, owner=user)
+
+    convert_image(conversion.pk)
+
+    conversion.refresh_from_db()
+    assert conversion.status == status
+    assert model_api.stats["requests"] == 1
+    assert not OpenRequest.objects.exists()
+
+
+def convert_in_worker_thread(conversion):
+    try:
+        convert_image(conversion.pk)
+    finally:
+        # As a Celery worker does after each task.
+        connections.close_all()
+
+
+def wait_until_queued(conversion):
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        conversion.refresh_from_db()
+        if conversion.queue_position:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"conversion {conversion.pk} never queued")

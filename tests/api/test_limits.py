@@ -4,9 +4,9 @@ import threading
 
 import openai
 import pytest
-from django.utils import translation
+from django.utils import timezone, translation
 
-from assistant import admission, metering
+from assistant import admission, metering, quotas
 from assistant.api import errors
 from assistant.api.relay import estimate_prompt
 from assistant.completion import pool_name
@@ -81,7 +81,31 @@ def test_the_key_quota_admits_a_prompt_that_fits_exactly_and_no_more(
         client.chat.completions.create(model="deepseek-v3", messages=QUESTION)
     assert refused.value.code == "key_quota_daily"
     assert refused.value.body["type"] == "insufficient_quota"
+    assert_retry_after_until(refused.value, quotas.local_day(timezone.now()).end)
     assert model_api.stats["requests"] == 0
+
+
+def assert_retry_after_until(error, resets_at):
+    """The 429 asks the client to wait until `resets_at`, to the second."""
+    left = (resets_at - timezone.now()).total_seconds()
+    retry_after = int(error.response.headers["Retry-After"])
+    # The answer came a moment before this test looked at the clock.
+    assert left <= retry_after <= left + 5
+
+
+def test_a_key_over_its_monthly_quota_is_told_to_retry_at_the_month_end(
+    client_for, model_api
+):
+    key, raw_key = make_key(monthly_tokens=10)
+    spend(key.user, key, 10)
+
+    with pytest.raises(openai.RateLimitError) as refused:
+        client_for(raw_key).chat.completions.create(
+            model="deepseek-v3", messages=QUESTION
+        )
+
+    assert refused.value.code == "key_quota_monthly"
+    assert_retry_after_until(refused.value, quotas.local_month(timezone.now()).end)
 
 
 def test_the_team_quota_of_the_key_user_applies(client_for, model_api, team):
@@ -97,6 +121,7 @@ def test_the_team_quota_of_the_key_user_applies(client_for, model_api, team):
         )
 
     assert refused.value.code == "quota_daily"
+    assert_retry_after_until(refused.value, quotas.local_day(timezone.now()).end)
     assert UsageRecord.objects.filter(error_code="quota_daily").exists()
 
 

@@ -166,6 +166,25 @@ def test_it_refuses_a_prompt_the_context_cannot_hold_without_sending_it(
     assert (record.error_code, record.counted_tokens) == ("context_length_exceeded", 0)
 
 
+def test_it_refuses_a_body_over_the_ceiling_in_the_openai_error_format(
+    client_for, model_api, settings
+):
+    settings.MAX_REQUEST_BYTES = 1024 * 1024
+    _key, raw_key = make_key()
+    huge_question = [{"role": "user", "content": "entropy " * 150_000}]
+
+    with pytest.raises(openai.APIStatusError) as refused:
+        client_for(raw_key).chat.completions.create(
+            model="deepseek-v3", messages=huge_question
+        )
+
+    assert refused.value.status_code == 413
+    assert refused.value.code == "request_too_large"
+    assert refused.value.body["type"] == "invalid_request_error"
+    assert "larger than 1 MB" in refused.value.body["message"]
+    assert model_api.stats["requests"] == 0
+
+
 def test_it_answers_in_chinese_by_default(api_server, model_api):
     _key, raw_key = make_key()
     client = openai.OpenAI(base_url=f"{api_server}/v1", api_key=raw_key + "x")

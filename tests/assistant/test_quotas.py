@@ -80,6 +80,24 @@ def test_it_refuses_one_token_over_the_daily_limit_saying_what_is_left():
     }
 
 
+def test_it_says_how_many_seconds_are_left_until_a_quota_resets():
+    daily, monthly = make_user("daily"), make_user("monthly")
+    Quota.objects.create(user=daily, daily_tokens=1000)
+    Quota.objects.create(user=monthly, monthly_tokens=1000)
+    use(daily, 900, local(2026, 12, 31, 9, 0))
+    use(monthly, 900, local(2026, 12, 1, 9, 0))
+    before_midnight = local(2026, 12, 31, 23, 59, 30)
+
+    day_refusal = check_quota(daily, 101, nothing_open, now=before_midnight)
+    month_refusal = check_quota(monthly, 101, nothing_open, now=before_midnight)
+
+    assert day_refusal.code == "quota_daily"
+    assert day_refusal.seconds_to_reset(before_midnight) == 30
+    assert day_refusal.seconds_to_reset(local(2026, 12, 31, 23, 59, 59, 500)) == 1
+    assert month_refusal.code == "quota_monthly"
+    assert month_refusal.seconds_to_reset(local(2026, 12, 20, 0, 0)) == 12 * 86400
+
+
 def test_it_resets_the_daily_quota_at_local_midnight():
     """Midnight in Shanghai is 16:00 UTC: yesterday's use stops counting then."""
     user = make_user()
