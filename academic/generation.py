@@ -180,6 +180,7 @@ class ChunkWriter:
             stop_key=self.job.stop_key,
             prompt_estimate=prompt_estimate,
             on_wait=self._tell_position,
+            thinking=self.job.thinking,
         )
 
     def _tell_position(self, position, eta):

@@ -249,6 +249,9 @@ class PolishJob(models.Model):
     )
     glossary = models.TextField(_("glossary"), blank=True)
     model = models.CharField(_("model"), max_length=200)
+    # Off asks a model that can switch (ModelProfile.thinking_switch) to
+    # answer each chunk without reasoning first; others think regardless.
+    thinking = models.BooleanField(_("thinking"), default=True)
     file_name = models.CharField(_("file name"), max_length=255, blank=True)
     # A project's zip as uploaded: the download is this archive with the
     # edited files replaced and every other member left byte for byte.
@@ -708,5 +711,7 @@ class PaperPart(models.Model):
 
     def __str__(self):
         return f"{self.paper_id}:{self.position}"
+
+
 # The code project analysis keeps its rows in a module of its own.
 from academic.code_models import CodeAnalysis, CodeFile, CodePart  # noqa: E402, F401
