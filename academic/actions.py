@@ -41,21 +41,24 @@ DEFAULT_OUTPUT_RATIO = 1.25
 STOP_KEY_SECONDS = 7 * 24 * 3600
 
 
-def chunk_budget(profile, task):
+def chunk_budget(profile, task, thinking=True):
     """The most estimated tokens one chunk of a `task` job may hold.
 
     The answer must fit the model's output cap and, with the prompt, its
-    context; a reasoning model also needs room to think before it answers.
+    context; a reasoning model also needs room to think before it answers,
+    unless its thinking is switched off.
     """
     ratio = OUTPUT_RATIO.get(task, DEFAULT_OUTPUT_RATIO)
     overhead = _prompt_overhead(task) + PROMPT_ALLOWANCE
-    thinking = settings.REASONING_MIN_OUTPUT_TOKENS if profile.is_reasoning else 0
+    thinks = profile.is_reasoning and (thinking or not profile.can_switch_thinking)
+    room_to_think = settings.REASONING_MIN_OUTPUT_TOKENS if thinks else 0
 
     limits = [
         CHUNK_TOKEN_CEILING,
         profile.input_limit - overhead,
-        (profile.max_output_tokens - thinking) / ratio,
-        (profile.context_window - overhead - thinking - SAFETY_MARGIN) / (1 + ratio),
+        (profile.max_output_tokens - room_to_think) / ratio,
+        (profile.context_window - overhead - room_to_think - SAFETY_MARGIN)
+        / (1 + ratio),
     ]
     return max(CHUNK_TOKEN_FLOOR, math.floor(min(limits)))
 
@@ -80,13 +83,13 @@ def start_job(owner, documents, fields, archive=None, not_processed=()):
     """Create a job for `documents`, cut each into chunks and queue a task
     for every chunk.
 
-    `fields` holds task, preset, glossary, model and file_name; `archive`
-    is a project's zip, kept for the download.
+    `fields` holds task, preset, glossary, model, file_name and optionally
+    thinking; `archive` is a project's zip, kept for the download.
     """
     from academic.tasks import polish_chunk
 
     profile = ModelProfile.ensure(fields["model"])
-    budget = chunk_budget(profile, fields["task"])
+    budget = chunk_budget(profile, fields["task"], fields.get("thinking", True))
     budget = max(CHUNK_TOKEN_FLOOR, budget - _glossary_tokens(fields["glossary"]))
     masked = [mask_document(doc.decoded.text, doc.kind) for doc in documents]
 

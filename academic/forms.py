@@ -53,6 +53,13 @@ class PolishForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3}),
     )
     model = forms.ChoiceField(label=_("Model"))
+    # Shown only for the models that can switch (workspace_form.js); the
+    # others think regardless, as in chat.
+    thinking = forms.BooleanField(
+        label=_("Thinking (the model reasons before it answers)"),
+        required=False,
+        initial=True,
+    )
 
     def __init__(self, *args, models=(), **kwargs):
         super().__init__(*args, **kwargs)

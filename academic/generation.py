@@ -64,6 +64,10 @@ KEEP_REASONS = {
 # Why a file of a project was left as it was (academic.project).
 NOT_PROCESSED_REASONS = {
     "missing": _("Referred to, but not in the archive."),
+    "not_tex": _(
+        "Input by the project, but not a TeX source (it has another "
+        "extension); left unchanged."
+    ),
     "unreached": _(
         "Not input by the main file, or only through a macro; left unchanged."
     ),
@@ -176,6 +180,7 @@ class ChunkWriter:
             stop_key=self.job.stop_key,
             prompt_estimate=prompt_estimate,
             on_wait=self._tell_position,
+            thinking=self.job.thinking,
         )
 
     def _tell_position(self, position, eta):

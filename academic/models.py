@@ -249,6 +249,9 @@ class PolishJob(models.Model):
     )
     glossary = models.TextField(_("glossary"), blank=True)
     model = models.CharField(_("model"), max_length=200)
+    # Off asks a model that can switch (ModelProfile.thinking_switch) to
+    # answer each chunk without reasoning first; others think regardless.
+    thinking = models.BooleanField(_("thinking"), default=True)
     file_name = models.CharField(_("file name"), max_length=255, blank=True)
     # A project's zip as uploaded: the download is this archive with the
     # edited files replaced and every other member left byte for byte.

@@ -5,10 +5,14 @@ The main file is the .tex file with a \\documentclass that no other file
 inputs. From it, \\input{x}, \\input x, \\include{x} and \\subfile{x} are
 followed relative to the main file's folder (as TeX does, run there), with
 ".tex" added when the name has no extension; commented-out inputs are not
-followed. An input inside a macro definition (`\\input{parts/#1}`) names no
-file on its own, so the files reached only through a macro are listed as not
-processed rather than guessed. .bib, .cls, .sty, figures and anything else
-stay in the archive untouched.
+followed. Only TeX sources are followed: a target with another extension
+(`\\input{fig.pgf}`, `\\input{table.csv}`) is often data or generated
+code, so it is listed as not processed rather than polished as prose,
+unless the archive holds the name with ".tex" added, which TeX (kpathsea)
+tries first. An input inside a macro definition (`\\input{parts/#1}`) names
+no file on its own, so the files reached only through a macro are listed as
+not processed rather than guessed. .bib, .cls, .sty, figures and anything
+else stay in the archive untouched.
 
 Archive paths are checked before anything is read: no absolute paths, no
 "..", no links, and limits on the member count, the sizes and the
@@ -217,7 +221,19 @@ def _follow(project, main):
         for target in input_targets(decoded.text):
             if "#" in target:
                 continue
-            pending.append((_resolve(directory, target), path))
+            resolved = _resolve(directory, target, project.members)
+            if resolved.endswith(".tex"):
+                pending.append((resolved, path))
+            else:
+                _list_not_tex(project, resolved, path)
+
+
+def _list_not_tex(project, path, parent):
+    listed = {item["path"] for item in project.not_processed}
+    if path not in listed:
+        project.not_processed.append(
+            {"path": path, "reason": "not_tex", "from": parent}
+        )
 
 
 def _list_unreached(project):
@@ -226,10 +242,17 @@ def _list_unreached(project):
             project.not_processed.append({"path": path, "reason": "unreached"})
 
 
-def _resolve(directory, target):
-    if not posixpath.splitext(target)[1]:
-        target += ".tex"
-    return posixpath.normpath(posixpath.join(directory, target))
+def _resolve(directory, target, members=()):
+    """The archive path TeX reads for `target`, input from `directory`.
+
+    With `members`, a name with another extension ("v1.2", "fig.pgf")
+    resolves to the name with ".tex" added when the archive has that file.
+    """
+    path = posixpath.normpath(posixpath.join(directory, target))
+    extension = posixpath.splitext(target)[1]
+    if not extension or (extension != ".tex" and f"{path}.tex" in members):
+        return f"{path}.tex"
+    return path
 
 
 def _text_of(data):

@@ -45,7 +45,7 @@ def home(request):
         data = form.cleaned_data
         fields = {
             name: data[name]
-            for name in ("task", "preset", "glossary", "model", "file_name")
+            for name in ("task", "preset", "glossary", "model", "thinking", "file_name")
         }
         job = actions.start_job(
             request.user,
@@ -59,6 +59,8 @@ def home(request):
     context = {
         "form": form,
         "jobs": request.user.polish_jobs.defer("archive")[:RECENT_JOBS],
+        # The form's script shows the thinking switch for these models only.
+        "thinking_models": [p.name for p in models if p.can_switch_thinking],
     }
     return render(request, "academic/home.html", context, status=_form_status(form))
 

@@ -134,6 +134,7 @@ def complete(
     stop_key,
     prompt_estimate=0,
     on_wait=None,
+    thinking=True,
 ):
     """The model's finished answer to `messages`, after a fair wait.
 
@@ -143,8 +144,11 @@ def complete(
     CompletionFailure for an answer that did not come (over quota, timeouts,
     a cut, an error in the stream, the output limit), and the openai SDK's
     errors for a server that refused (failures.classify explains those).
-    Every way out leaves one usage record.
+    Every way out leaves one usage record. `thinking` False switches a
+    reasoning model's thinking off where its profile can (as a chat's
+    setting does); elsewhere it is ignored and the model thinks as it will.
     """
+    thinking = thinking or not profile.can_switch_thinking
     request = _MeteredRequest(profile, user_id, kind, prompt_estimate)
     with request, quotas.open_request(user_id, kind) as in_flight:
         limits = _check_token_quota(user_id, prompt_estimate)
@@ -152,7 +156,7 @@ def complete(
         lease = _wait_for_slot(profile, user_id, priority, stop_key, request, on_wait)
         with lease:
             request.sent()
-            parser = _stream(profile, messages, max_tokens, stop_key)
+            parser = _stream(profile, messages, max_tokens, stop_key, thinking)
         request.completion = _answer(parser, request.queue_seconds)
     return request.completion
 
@@ -274,14 +278,17 @@ def _ms(seconds):
     return None if seconds is None else round(seconds * 1000)
 
 
-def _stream(profile, messages, max_tokens, stop_key):
+def _stream(profile, messages, max_tokens, stop_key, thinking):
     """The parsed reply, asking again while the server says it is busy."""
     refusals = 0
+    params = profile.thinking_params(thinking)
     while True:
         try:
-            with open_chat_stream(profile.name, messages, max_tokens) as stream:
+            with open_chat_stream(
+                profile.name, messages, max_tokens, **params
+            ) as stream:
                 with StreamGuard(stop_key, stream) as guard:
-                    return _read(profile, stream, guard)
+                    return _read(profile, stream, guard, thinking)
         except openai.APIStatusError as exc:
             if not backoff.is_busy(exc):
                 raise
@@ -306,10 +313,12 @@ def _sleep(seconds, stop_key):
         time.sleep(min(remaining, settings.STREAM_STOP_POLL_INTERVAL))
 
 
-def _read(profile, stream, guard):
+def _read(profile, stream, guard, thinking):
+    # With thinking off the template writes no opening think tag (Qwen3
+    # writes an empty block), so the stream starts in the answer.
     parser = ReplyParser(
-        starts_in_reasoning=profile.starts_in_reasoning,
-        reasoning_model=profile.is_reasoning,
+        starts_in_reasoning=profile.starts_in_reasoning and thinking,
+        reasoning_model=profile.is_reasoning and thinking,
     )
     try:
         for item in iter_sse(stream.lines()):

@@ -293,9 +293,12 @@ def _wait_until_finished(job, seconds=60):
         chunks_done = not job.chunks.exclude(
             status__in=PolishChunk.FINISHED_STATUSES
         ).exists()
-        return chunks_done and not PolishJob.objects.filter(
-            pk=job.pk, status=PolishJob.Status.RUNNING
-        ).exists()
+        return (
+            chunks_done
+            and not PolishJob.objects.filter(
+                pk=job.pk, status=PolishJob.Status.RUNNING
+            ).exists()
+        )
 
     _wait_for(finished, seconds)
     job.refresh_from_db()
@@ -400,3 +403,34 @@ def test_it_polishes_an_abstract_given_as_a_command_c06(model_api, shared_dir):
     assert "\\keywords{object detection, aerial imagery, attention}" in result
     assert keyed_commands(result) == keyed_commands(source.decode())
     assert result.splitlines()[:2] == source.decode().splitlines()[:2]
+
+
+def test_it_polishes_footnotes_and_captions_and_keeps_their_label_and_ref_keys(
+    model_api,
+):
+    """The prose inside \\caption{} and \\footnote{} goes to the model and
+    comes back edited; the \\label and \\ref keys in it never leave."""
+    source = (
+        "\\begin{figure}\n\\centering\n\\includegraphics{errors}\n"
+        "\\caption{In addition, the method shows that a lot of errors vanish."
+        "\\label{fig:errors}}\n\\end{figure}\n\n"
+        "As Figure~\\ref{fig:errors} shows, the grid is fine.\\footnote{In "
+        "addition, we run a big grid, see Section~\\ref{sec:grid}.}\n"
+    )
+
+    job = run(start(make_user(), source.encode(), name="part.tex"))
+
+    prompts = [body["messages"][-1]["content"] for body in chat_requests(model_api)]
+    sent = "\n".join(prompts)
+    assert "the method shows that a lot of errors vanish." in sent
+    assert "we run a big grid, see Section" in sent
+    assert "fig:errors" not in sent and "sec:grid" not in sent
+    result = job.merged_text(accept_all=True)
+    assert (
+        "\\caption{Moreover, the method demonstrates that many errors vanish."
+        "\\label{fig:errors}}" in result
+    )
+    footnote = "\\footnote{Moreover, we ran a large grid, see Section~\\ref{sec:grid}.}"
+    assert footnote in result
+    assert "As Figure~\\ref{fig:errors} shows" in result
+    assert keyed_commands(result) == keyed_commands(source)

@@ -36,6 +36,21 @@ def zip_members(members, link=None):
     return buffer.getvalue()
 
 
+def post_project(client, data, **fields):
+    """The job the workspace's form starts for the zip `data`, not yet run."""
+    values = {
+        "file": SimpleUploadedFile("project.zip", data),
+        "task": "polish",
+        "preset": "journal",
+        "model": "deepseek-v3",
+        "source_kind": "latex",
+        **fields,
+    }
+    response = client.post(reverse("academic-home"), values)
+    assert response.status_code == 302, response.content.decode()
+    return PolishJob.objects.latest("created")
+
+
 def members_of(data):
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         return {name: archive.read(name) for name in archive.namelist()}
@@ -89,6 +104,43 @@ def test_it_reads_bare_and_braced_inputs():
     )
 
     assert project.input_targets(text) == ["intro", "chapters/two", "extra.tex"]
+
+
+@pytest.mark.django_db
+def test_it_follows_only_tex_sources_and_lists_other_inputs(client, model_api):
+    """A .pgf picture and a .csv table input by the paper are data, not
+    prose: they come back untouched and the job says why; "v1.2" is the
+    v1.2.tex that TeX reads first."""
+    main = (
+        b"\\documentclass{article}\n\\begin{document}\n"
+        b"\\input{fig.pgf}\n\\input{data/table.csv}\n\\input{notes/v1.2}\n"
+        b"\\input{intro}\n\\end{document}\n"
+    )
+    members = {
+        "main.tex": main,
+        "intro.tex": b"In addition, we study a lot of cases.\n",
+        "fig.pgf": b"\\begin{pgfpicture}\\pgftext{In addition}\\end{pgfpicture}\n",
+        "data/table.csv": b"method, error\nours, 0.1\n",
+        "notes/v1.2.tex": b"Some notes on the second version.\n",
+    }
+    data = zip_members(members)
+    client.force_login(make_user())
+
+    latex_project = project.read_project(data)
+    job = run(post_project(client, data, task="grammar"))
+    page = client.get(job.get_absolute_url()).content.decode()
+    download = client.get(reverse("academic-download", args=[job.pk]))
+    result = members_of(download.content)
+
+    assert latex_project.edit_order == ["main.tex", "notes/v1.2.tex", "intro.tex"]
+    assert latex_project.not_processed == [
+        {"path": "fig.pgf", "reason": "not_tex", "from": "main.tex"},
+        {"path": "data/table.csv", "reason": "not_tex", "from": "main.tex"},
+    ]
+    assert result["fig.pgf"] == members["fig.pgf"]
+    assert result["data/table.csv"] == members["data/table.csv"]
+    assert result["intro.tex"] == b"Moreover, we study many cases.\n"
+    assert "fig.pgf" in page and "不是 TeX 源文件" in page
 
 
 @pytest.mark.parametrize(

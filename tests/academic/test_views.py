@@ -7,7 +7,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from academic.models import ChangeDecision, PolishJob
+from academic.models import ChangeDecision, PolishChunk, PolishJob
+from assistant.models import ModelProfile
 from tests.academic.jobs import case_bytes, run, start
 from tests.factories import make_user
 
@@ -107,6 +108,81 @@ def test_it_starts_a_job_from_pasted_text(client, researcher, model_api):
     (polish_file,) = job.files.all()
     assert polish_file.source_text == "First line.\nSecond line."
     assert polish_file.source_kind == "plain" and job.chunks.count() == 1
+
+
+def set_thinking_switch(model, switch):
+    profile = ModelProfile.ensure(model)
+    profile.thinking_switch = switch
+    profile.save(update_fields=["thinking_switch"])
+
+
+Switch = ModelProfile.ThinkingSwitch
+# Long enough for several chunks, each with edits the simulator makes.
+SEVERAL_CHUNKS = "\n\n".join(
+    f"Part {number}. " + "In addition, we run a lot of tests on big inputs. " * 60
+    for number in range(3)
+)
+
+
+@pytest.mark.parametrize(
+    ("model", "switch", "thinking", "sent"),
+    [
+        (
+            "deepseek-r1-vllm",
+            Switch.CHAT_TEMPLATE_KWARGS,
+            False,
+            {"chat_template_kwargs": {"enable_thinking": False}},
+        ),
+        (
+            "deepseek-r1-vllm",
+            Switch.CHAT_TEMPLATE_KWARGS,
+            True,
+            {"chat_template_kwargs": {"enable_thinking": True}},
+        ),
+        ("deepseek-r1", Switch.REASONING_EFFORT, False, {"reasoning_effort": "none"}),
+        ("deepseek-r1", Switch.REASONING_EFFORT, True, {}),
+    ],
+)
+def test_it_sends_the_thinking_switch_with_every_chunks_request(
+    client, researcher, model_api, model, switch, thinking, sent
+):
+    set_thinking_switch(model, switch)
+    values = form_data(text=SEVERAL_CHUNKS, source_kind="plain", model=model)
+    if thinking:
+        values["thinking"] = "on"
+
+    client.post(reverse("academic-home"), values)
+    job = run(PolishJob.objects.get())
+
+    requests = [
+        body for body in model_api.stats["recent_requests"] if body.get("stream")
+    ]
+    assert job.thinking is thinking
+    assert job.chunks.count() > 1
+    assert len(requests) == job.chunks.count()
+    for body in requests:
+        switch_fields = {
+            name: body[name]
+            for name in ("chat_template_kwargs", "reasoning_effort")
+            if name in body
+        }
+        assert switch_fields == sent
+    statuses = set(job.chunks.values_list("status", flat=True))
+    assert statuses == {PolishChunk.Status.DONE}
+    assert "Moreover, we ran many tests on large inputs." in job.merged_text(True)
+
+
+def test_it_offers_the_thinking_switch_for_the_models_that_can_switch(
+    client, researcher, model_api
+):
+    set_thinking_switch("deepseek-r1-vllm", Switch.CHAT_TEMPLATE_KWARGS)
+
+    response = client.get(reverse("academic-home"))
+
+    assert response.context["thinking_models"] == ["deepseek-r1-vllm"]
+    html = response.content.decode()
+    assert 'name="thinking"' in html and "data-thinking-field" in html
+    assert "思考（模型先推理再回答）" in html
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import pytest
 
 from academic.diffing import diff_changes, merge
 from tests.browser.conftest import sign_in
+from tests.browser.test_presets_browser import set_thinking_switch
 
 pytestmark = pytest.mark.browser
 
@@ -50,3 +51,32 @@ def test_it_uploads_a_file_rejects_one_change_and_downloads_the_rest(
     page.click("[data-reject-all]")
     page.wait_for_selector(".change[data-accepted=true]", state="detached")
     assert download(page) == source
+
+
+def test_the_thinking_switch_follows_the_model_and_reaches_each_chunk(
+    page, live_app, simulator
+):
+    sign_in(page)  # the first page view makes the model profiles
+    set_thinking_switch(live_app, "deepseek-r1-vllm", "chat_template_kwargs")
+    text = "In addition, the thinking switch reaches the polish job."
+
+    page.click("[data-academic-link]")
+    thinking = page.locator("input[name=thinking]")
+    page.select_option("select[name=model]", "deepseek-v3")
+    assert thinking.is_hidden()
+    page.select_option("select[name=model]", "deepseek-r1-vllm")
+    assert thinking.is_visible() and thinking.is_checked()
+    thinking.uncheck()
+    page.fill("textarea[name=text]", text)
+    page.click("[data-start]")
+    page.wait_for_selector("[data-job][data-status=done]")
+
+    [body] = [
+        body
+        for body in simulator.stats["recent_requests"]
+        if "the thinking switch reaches" in body["messages"][-1]["content"]
+    ]
+    assert body["chat_template_kwargs"] == {"enable_thinking": False}
+    assert (
+        "Moreover, the thinking switch" in page.locator("[data-merged]").text_content()
+    )
