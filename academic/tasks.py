@@ -40,9 +40,9 @@ def convert_image(conversion_id):
     to the vision model. Each engine's request counts among the owner's
     requests at once while it waits and runs (one over the quota is
     refused), waits in its own pool of the same fair admission queue as
-    chat, as interactive work of the owner, and leaves its own usage record. One call holds one worker thread for
-    at most the offline time limit plus REQUEST_TIMEOUT_SECONDS, after its
-    waits in the queue.
+    chat, as interactive work of the owner, and leaves its own usage
+    record. One call holds one worker thread for at most the offline time
+    limit plus REQUEST_TIMEOUT_SECONDS, after its waits in the queue.
     """
     try:
         conversion = Conversion.objects.get(pk=conversion_id)

@@ -208,7 +208,9 @@ class AdmissionController:
         """
         if priority not in PRIORITIES:
             raise ValueError(f"priority must be one of {sorted(PRIORITIES)}")
-        return self._peek(pool, str(user_key), PRIORITIES[priority], max(1, int(cost)), capacity)
+        return self._peek(
+            pool, str(user_key), PRIORITIES[priority], max(1, int(cost)), capacity
+        )
 
     def wait_for_slot(
         self,
@@ -422,7 +424,9 @@ class MemoryAdmission(AdmissionController):
             hold_average = pool.hold_average
         if capacity is not None and shortfall <= 0:
             return None
-        return QueuePlace(position, ahead, estimate_eta(shortfall, capacity, hold_average))
+        return QueuePlace(
+            position, ahead, estimate_eta(shortfall, capacity, hold_average)
+        )
 
     def _admit(self, ticket, pool, cost, now):
         del pool.waiting[ticket.id]
@@ -761,7 +765,9 @@ class RedisAdmission(AdmissionController):
         position, ahead, used = (int(value) for value in reply[1:4])
         hold_average = int(reply[4]) / 1000 if reply[4] else None
         shortfall = used + ahead + clamp_cost(cost, capacity) - (capacity or 0)
-        return QueuePlace(position, ahead, estimate_eta(shortfall, capacity, hold_average))
+        return QueuePlace(
+            position, ahead, estimate_eta(shortfall, capacity, hold_average)
+        )
 
     def _remove(self, ticket):
         keys = self._keys(ticket.pool)

@@ -130,9 +130,16 @@ class Suggestion:
 
     def profile_fields(self):
         """{ModelProfile field: value} for the limits the probe could set."""
-        names = ("concurrency_limit", "long_prompt_tokens", "long_prompt_cost", "input_limit")
+        names = (
+            "concurrency_limit",
+            "long_prompt_tokens",
+            "long_prompt_cost",
+            "input_limit",
+        )
         return {
-            name: getattr(self, name) for name in names if getattr(self, name) is not None
+            name: getattr(self, name)
+            for name in names
+            if getattr(self, name) is not None
         }
 
 

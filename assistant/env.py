@@ -94,7 +94,9 @@ def env_backends(name):
                 f"letters, digits, - and _; got {item!r}"
             )
         if not url.startswith(("http://", "https://")):
-            raise ImproperlyConfigured(f"{name}: {backend}'s URL must be http(s): {url!r}")
+            raise ImproperlyConfigured(
+                f"{name}: {backend}'s URL must be http(s): {url!r}"
+            )
         if backend in backends:
             raise ImproperlyConfigured(f"{name} names {backend!r} twice")
         backends[backend] = url

@@ -95,7 +95,9 @@ def served_models():
             listed = _list_backend(backend)
         except Exception as exc:  # noqa: BLE001 - one server down hides only its models
             code, detail = failures.classify(exc)
-            logger.warning("backend %s: model list unavailable: %s %s", backend, code, detail)
+            logger.warning(
+                "backend %s: model list unavailable: %s %s", backend, code, detail
+            )
             unreachable.append(backend.name)
             last_failure = exc
             continue
@@ -103,7 +105,9 @@ def served_models():
 
     if last_failure is not None and not models:
         raise last_failure
-    cache.set(MODEL_LIST_CACHE_KEY, (models, unreachable), settings.MODEL_LIST_CACHE_SECONDS)
+    cache.set(
+        MODEL_LIST_CACHE_KEY, (models, unreachable), settings.MODEL_LIST_CACHE_SECONDS
+    )
     return ServedModels(models, unreachable)
 
 

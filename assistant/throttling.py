@@ -62,6 +62,4 @@ def locked_out(request, original_response=None, credentials=None):
         "oidc_enabled": bool(settings.OIDC_ISSUER),
         "local_login_enabled": settings.LOCAL_LOGIN_ENABLED,
     }
-    return render(
-        request, "registration/login.html", context, status=LOCKED_OUT_STATUS
-    )
+    return render(request, "registration/login.html", context, status=LOCKED_OUT_STATUS)

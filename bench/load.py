@@ -7,8 +7,9 @@ N in --steps opens N websockets (spread over both Daphnes), asks N questions
 at once and follows every reply to its end. Per step it prints:
 
 - the gap between two moments new text of a reply reached a chat (p50/p99)
-  against the simulator's own spacing between chunks, measured by N plain SSE clients straight at the simulator in the
-  same step, and the difference: the latency the app adds;
+  against the simulator's own spacing between chunks, measured by N plain
+  SSE clients straight at the simulator in the same step, and the
+  difference: the latency the app adds;
 - the resident memory of the Daphne and Celery processes while the N
   streams were open, less their memory before the step, per stream;
 - whether every reply arrived whole: the text the socket delivered equals
@@ -168,7 +169,9 @@ async def run_step(stack, simulator, cookies, count, seconds):
     sampler = asyncio.create_task(sample_memory())
     try:
         followers = await asyncio.wait_for(
-            asyncio.gather(*(one_chat(n) for n in range(count)), return_exceptions=True),
+            asyncio.gather(
+                *(one_chat(n) for n in range(count)), return_exceptions=True
+            ),
             min(seconds, STEP_GRACE_SECONDS + count),
         )
     except TimeoutError:
@@ -187,7 +190,9 @@ def summarise(stack, count, followers, baseline, idle_rss, peak_rss):
         for f in done
         if f.status == "stop" and not f.gaps and f.answer == stored.get(f.reply_id)
     ]
-    for problem in [f for f in followers if not isinstance(f, chatclient.ReplyFollower)]:
+    for problem in [
+        f for f in followers if not isinstance(f, chatclient.ReplyFollower)
+    ]:
         progress(f"  a chat failed: {problem!r}")
     for follower in done:
         if follower not in whole:

@@ -123,7 +123,15 @@ class Stack:
 
     def _psql(self, statement):
         subprocess.run(
-            ["psql", f"{PG_URL}/postgres", "-q", "-v", "ON_ERROR_STOP=1", "-c", statement],
+            [
+                "psql",
+                f"{PG_URL}/postgres",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                statement,
+            ],
             check=True,
             capture_output=True,
             timeout=60,
@@ -153,11 +161,16 @@ class Stack:
             "redis",
             [
                 redis_server,
-                "--bind", "127.0.0.1",
-                "--port", str(self.redis_port),
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", str(self.work_dir),
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.redis_port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.work_dir),
             ],
         )
         self._wait_for(self._redis_answers, "redis-server")
@@ -182,8 +195,10 @@ class Stack:
             name,
             [
                 str(BIN_DIR / "daphne"),
-                "-b", "127.0.0.1",
-                "-p", str(port),
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(port),
                 "assistant.asgi:application",
             ],
         )
@@ -220,12 +235,17 @@ class Stack:
             name,
             [
                 str(BIN_DIR / "celery"),
-                "-A", "assistant",
+                "-A",
+                "assistant",
                 "worker",
-                "--pool", "threads",
-                "--concurrency", str(threads),
-                "--hostname", f"{name}@%h",
-                "--loglevel", "INFO",
+                "--pool",
+                "threads",
+                "--concurrency",
+                str(threads),
+                "--hostname",
+                f"{name}@%h",
+                "--loglevel",
+                "INFO",
             ],
         )
         self.workers[name] = process

@@ -155,9 +155,7 @@ def _end_as_interrupted(reply):
         len(content) + len(reasoning),
     )
     reply.refresh_from_db()
-    Conversation.objects.filter(pk=reply.conversation_id).update(
-        updated=timezone.now()
-    )
+    Conversation.objects.filter(pk=reply.conversation_id).update(updated=timezone.now())
     _announce_end(reply, last_seq)
     _record_usage(reply)
     return True

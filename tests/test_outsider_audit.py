@@ -160,7 +160,11 @@ def owned(monkeypatch):
     """
     from academic import code_tasks, tasks
 
-    for task in (tasks.polish_chunk, code_tasks.summarise_part, code_tasks.write_overview):
+    for task in (
+        tasks.polish_chunk,
+        code_tasks.summarise_part,
+        code_tasks.write_overview,
+    ):
         monkeypatch.setattr(task, "delay", lambda *args, **kwargs: None)
     owner = make_user("owner")
     conversation = Conversation.objects.create(
@@ -254,9 +258,7 @@ def _paper(owner):
 
 
 def _code_analysis(owner):
-    code_project = codebase.read_upload(
-        "secret.py", f'SECRET = "{SECRET}"\n'.encode()
-    )
+    code_project = codebase.read_upload("secret.py", f'SECRET = "{SECRET}"\n'.encode())
     return code_actions.start_analysis(
         owner, f"{SECRET}.py", code_project, "deepseek-v3", "en"
     )
@@ -315,9 +317,7 @@ def snapshot(owned):
             conversation.thinking,
         ),
         "paper": Paper.objects.filter(pk=owned["paper"].pk).values().get(),
-        "analysis": CodeAnalysis.objects.filter(pk=owned["analysis"].pk)
-        .values()
-        .get(),
+        "analysis": CodeAnalysis.objects.filter(pk=owned["analysis"].pk).values().get(),
         "presets": list(Preset.objects.filter(user=owned["owner"]).values()),
         "keys": list(ApiKey.objects.filter(user=owned["owner"]).values()),
         "conversations": Conversation.objects.count(),
@@ -431,9 +431,7 @@ def test_it_takes_only_a_key_on_the_key_endpoints(name, owned, outsider):
 
 
 @pytest.mark.django_db
-def test_it_lists_models_to_an_outsiders_own_key_without_the_owners(
-    owned, outsider
-):
+def test_it_lists_models_to_an_outsiders_own_key_without_the_owners(owned, outsider):
     key = ApiKey(name="outsider's", user=make_user("key-holder"))
     raw_key = key.new_secret()
     key.save()
@@ -518,9 +516,7 @@ def conversation_state(conversation):
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.asyncio
 @pytest.mark.parametrize("action", sorted(SOCKET_CHECKS))
-async def test_it_refuses_the_outsider_on_each_socket_action(
-    action, model_api, owned
-):
+async def test_it_refuses_the_outsider_on_each_socket_action(action, model_api, owned):
     outsider = await database_sync_to_async(make_user)("outsider")
     payload = socket_payloads(owned)[action]
     messages_before = await database_sync_to_async(Message.objects.count)()

@@ -133,7 +133,9 @@ CHINESE_DOCUMENT = (
 
 @needs_xelatex
 def test_it_compiles_a_ctex_document_with_xelatex_and_finds_what_broke():
-    broken = CHINESE_DOCUMENT.replace("\\textbf{三个}".encode(), "\\textbf{三个".encode())
+    broken = CHINESE_DOCUMENT.replace(
+        "\\textbf{三个}".encode(), "\\textbf{三个".encode()
+    )
 
     fine = compiling.check_result(
         {"thesis.tex": CHINESE_DOCUMENT}, {"thesis.tex": CHINESE_DOCUMENT}, "thesis.tex"

@@ -290,9 +290,7 @@ async def test_it_opens_the_websocket_as_the_user_and_closes_it_at_logout(sso):
 
 
 @pytest.mark.django_db
-def test_it_signs_in_through_the_provider_while_passwords_are_locked_out(
-    sso, settings
-):
+def test_it_signs_in_through_the_provider_while_passwords_are_locked_out(sso, settings):
     """The password throttle counts neither provider sign-ins nor their
     failures, and a lockout of password sign-ins leaves the provider open."""
     settings.AXES_FAILURE_LIMIT = 2

@@ -30,7 +30,10 @@ def test_it_refuses_a_scripts_upload_over_the_ceiling_as_json(researcher):
     )
 
     assert response.status_code == 413
-    assert response.json()["error"] == "上传的内容超过 1 MB，比这里任何文件允许的大小都大。"
+    assert (
+        response.json()["error"]
+        == "上传的内容超过 1 MB，比这里任何文件允许的大小都大。"
+    )
     assert not Attachment.objects.exists()
 
 

@@ -48,8 +48,13 @@ def test_it_logs_one_line_per_request_with_its_figures_and_no_text(
 
 def test_it_formats_a_record_as_one_json_line():
     record = logging.LogRecord(
-        "assistant.metering", logging.INFO, __file__, 1, "model request user=%s",
-        (7,), None,
+        "assistant.metering",
+        logging.INFO,
+        __file__,
+        1,
+        "model request user=%s",
+        (7,),
+        None,
     )
 
     line = JSONFormatter().format(record)

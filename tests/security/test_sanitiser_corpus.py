@@ -16,7 +16,9 @@ CORPUS = payloads()
 
 def test_it_has_at_least_a_hundred_payloads():
     assert len(CORPUS) >= 100
-    assert all(SENTINEL in text or "&#" in text or "base64" in text for _n, text in CORPUS)
+    assert all(
+        SENTINEL in text or "&#" in text or "base64" in text for _n, text in CORPUS
+    )
 
 
 @pytest.mark.parametrize("number, payload", CORPUS, ids=[str(n) for n, _ in CORPUS])
