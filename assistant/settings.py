@@ -54,10 +54,10 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "assistant.security.ContentSecurityPolicyMiddleware",
-    # WhiteNoise (6.12) is sync-only: under ASGI, Django runs every request
-    # in a thread for it, and an async view (a /v1 completion) holds that
-    # thread while it waits. Everything else in this list is async-capable.
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # WhiteNoise's, able to run async (assistant/static_files.py): every
+    # middleware here is, so that under ASGI an async view (a /v1
+    # completion) holds no thread while it waits.
+    "assistant.static_files.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     # After the language is known, before anything reads the body.

@@ -13,7 +13,7 @@ from django.urls import reverse
 
 pytestmark = pytest.mark.django_db
 
-WHITENOISE = "whitenoise.middleware.WhiteNoiseMiddleware"
+STATIC_FILES = "assistant.static_files.StaticFilesMiddleware"
 
 
 def adapted_middlewares(settings, caplog):
@@ -28,15 +28,31 @@ def adapted_middlewares(settings, caplog):
     }
 
 
-def test_the_chain_without_whitenoise_runs_on_the_event_loop(settings, caplog):
-    settings.MIDDLEWARE = [name for name in settings.MIDDLEWARE if name != WHITENOISE]
-
+def test_no_middleware_of_the_chain_needs_adapting(settings, caplog):
     assert adapted_middlewares(settings, caplog) == set()
 
 
-def test_whitenoise_is_the_one_middleware_django_adapts(settings, caplog):
-    # WhiteNoise 6.12 is sync-only; see the note beside it in the settings.
-    assert adapted_middlewares(settings, caplog) == {WHITENOISE}
+def test_whitenoise_s_own_middleware_would_need_adapting(settings, caplog):
+    """The control: the check sees a sync-only middleware."""
+    settings.MIDDLEWARE = [
+        "whitenoise.middleware.WhiteNoiseMiddleware" if name == STATIC_FILES else name
+        for name in settings.MIDDLEWARE
+    ]
+
+    adapted = adapted_middlewares(settings, caplog)
+
+    assert adapted == {"whitenoise.middleware.WhiteNoiseMiddleware"}
+
+
+@pytest.mark.asyncio
+async def test_it_serves_a_static_file_from_the_async_chain(settings, tmp_path):
+    settings.STATIC_ROOT = tmp_path
+    (tmp_path / "app.css").write_text("body { margin: 0 }")
+
+    response = await AsyncClient().get("/static/app.css")
+
+    assert response.status_code == 200
+    assert b"".join(response.streaming_content) == b"body { margin: 0 }"
 
 
 @pytest.mark.asyncio
