@@ -176,6 +176,9 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Replies waiting in the admission queue hold a thread too, so there are
 # enough for every reply a busy machine has open at once.
 EMBEDDED_WORKER_THREADS = env_int("EMBEDDED_WORKER_THREADS", 64, minimum=1)
+# Threads of each web process for its chat sockets' database work: how many
+# questions it takes in at once, and at most as many database connections.
+CHAT_ACTION_THREADS = env_int("CHAT_ACTION_THREADS", 8, minimum=1)
 
 # The OpenAI-compatible model API.
 MODEL_API_BASE_URL = env_str("MODEL_API_BASE_URL")

@@ -7,6 +7,7 @@ back as short codes the page translates, so the user's text stays in the
 composer and nothing is lost.
 """
 
+import itertools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
@@ -30,6 +31,29 @@ logger = logging.getLogger(__name__)
 CLOSE_UNAUTHENTICATED = 4401
 # A page asks after the replies it shows as open; a handful is plenty.
 MAX_WATCHED_REPLIES = 20
+
+
+# Channels runs the database calls of every socket of the process in one
+# shared thread (django/channels#2132), so sixty people asking at once would
+# wait on each other's writes one by one. Each action of a socket takes its
+# turn in one of a few threads instead, in rotation: actions run side by side
+# while the database connections the sockets hold stay bounded (one a thread,
+# closed after each call as Channels does). A socket still handles its own
+# actions in the order they came.
+_action_threads = [
+    ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"chat-action-{number}")
+    for number in range(settings.CHAT_ACTION_THREADS)
+]
+_action_turns = itertools.count()
+
+
+def next_action_thread():
+    """The executor for a socket action's database calls, in rotation.
+
+    Given to the context rather than left for it to make, so that it is used
+    even under an enclosing async_to_sync, as in tests.
+    """
+    return _action_threads[next(_action_turns) % len(_action_threads)]
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
@@ -84,19 +108,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self._refuse("bad_request")
             return
 
-        # Channels runs the database calls of every socket of the process in
-        # one shared thread (django/channels#2132), so sixty people asking at
-        # once would wait on each other's writes one by one. Each action gets
-        # a thread of its own instead, as Django gives each request; the
-        # socket still handles its own actions in the order they came. The
-        # executor is given, not left to the context to make, so that it is
-        # used even under an enclosing async_to_sync (as in tests).
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-action")
-        try:
-            async with ThreadSensitiveContext(executor=executor):
-                await getattr(self, self.ACTIONS[action])(content)
-        finally:
-            executor.shutdown(wait=False)
+        async with ThreadSensitiveContext(executor=next_action_thread()):
+            await getattr(self, self.ACTIONS[action])(content)
 
     async def watch(self, content):
         conversation = await self._get_conversation(content.get("conversation_id"))
