@@ -35,11 +35,24 @@ def generate_reply(message_id):
         title_conversation.delay(reply.conversation_id)
 
 
-@shared_task(ignore_result=True)
-def title_conversation(conversation_id):
+# While the title model's queue is busy a title is asked again this much
+# later, for up to TITLE_RETRIES times (ten minutes); then the first words stay.
+TITLE_RETRY_SECONDS = 30
+TITLE_RETRIES = 20
+
+
+@shared_task(bind=True, ignore_result=True, max_retries=TITLE_RETRIES)
+def title_conversation(self, conversation_id):
     """Replace a new conversation's first-words title with the model's.
 
     One short request at batch priority; on any failure the first words
-    stay, and a title the user typed meanwhile is never replaced.
+    stay, and a title the user typed meanwhile is never replaced. While the
+    model is busy the task does not wait in its queue, holding a worker
+    thread a reply may need, but is run again later.
     """
+    if titling.model_is_busy(conversation_id):
+        if self.request.retries >= TITLE_RETRIES:
+            logger.info("no title for conversation %s: model busy", conversation_id)
+            return
+        raise self.retry(countdown=TITLE_RETRY_SECONDS)
     titling.retitle(conversation_id)

@@ -3,7 +3,10 @@
 Until the suggestion arrives, and whenever it cannot be had, a conversation
 is titled with the first words of its question (Conversation.title_from).
 The suggestion costs one short request at batch priority, so it waits
-behind every chat reply for the same model and never delays one.
+behind every chat reply for the same model and never delays one. It is not
+even asked while the model's queue is busy (model_is_busy): a title waiting
+there would hold a worker thread that a reply may need, so its task asks
+again later instead.
 
 A conversation is titled once. The reader who edits the first question,
 writes its answer again or switches between branches keeps the title they
@@ -18,9 +21,9 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from assistant import failures
-from assistant.admission import BATCH, Cancelled
+from assistant.admission import BATCH, Cancelled, get_admission
 from assistant.catalog import offered_models
-from assistant.completion import CompletionFailure, complete
+from assistant.completion import CompletionFailure, complete, pool_name
 from chat import tree
 from chat.models import TITLE_MAX_CHARS, Conversation, Message
 from chat.prompt import estimate_tokens
@@ -75,6 +78,18 @@ def title_model():
     if settings.TITLE_MODEL:
         return next((p for p in profiles if p.name == settings.TITLE_MODEL), None)
     return next((p for p in profiles if not p.is_reasoning), None)
+
+
+def model_is_busy(conversation_id):
+    """Whether a title asked now would have to wait in its model's queue."""
+    profile = title_model()
+    conversation = Conversation.objects.filter(pk=conversation_id).first()
+    if profile is None or conversation is None:
+        return False
+    place = get_admission().peek(
+        pool_name(profile.name), conversation.user_id, BATCH, profile.concurrency_limit
+    )
+    return place is not None
 
 
 def suggest_title(conversation, profile):

@@ -183,3 +183,33 @@ def test_it_titles_after_the_first_answer_and_tells_the_page(
 )
 def test_it_cleans_a_title(reply_text, expected):
     assert titling.clean_title(reply_text) == expected
+
+
+def test_it_asks_for_a_title_later_while_the_model_is_busy(model_api):
+    """A title waiting in the queue would hold a worker thread; none is asked."""
+    from celery.exceptions import Retry
+
+    from assistant.admission import get_admission
+    from assistant.completion import pool_name
+    from assistant.models import ModelProfile
+    from chat.tasks import title_conversation
+
+    profile = ModelProfile.ensure("deepseek-v3")
+    ModelProfile.objects.filter(pk=profile.pk).update(concurrency_limit=1)
+    conversation = make_conversation(make_user())
+    add_exchange(conversation, "What is self-attention?", "It relates positions.")
+    admission = get_admission()
+    pool = pool_name("deepseek-v3")
+    reply_in_progress = admission.try_admit(admission.enqueue(pool, "colleague"), 1)
+    try:
+        with pytest.raises(Retry):
+            title_conversation(conversation.pk)
+        assert model_api.stats["requests"] == 0
+    finally:
+        reply_in_progress.release()
+
+    model_api.queue_events(TITLE_EVENTS)
+    title_conversation(conversation.pk)
+
+    conversation.refresh_from_db()
+    assert conversation.title == "Self-attention explained"
