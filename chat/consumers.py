@@ -154,13 +154,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
         # Join before the reply is queued, so its first event cannot be missed.
         await self._join_group(conversation.group_name)
-        attachment_ids = content.get("attachment_ids")
-        if not isinstance(attachment_ids, list):
-            attachment_ids = []
-        parent = await self._get_message(conversation, content.get("parent_id"))
-        place = await self._expected_place(model or conversation.model)
-        question, reply = await database_sync_to_async(actions.post_question)(
-            conversation, text, model, attachment_ids, parent
+        question, reply, question_data, place = await self._post(
+            conversation, content, model
         )
         posted = {
             "type": "posted",
@@ -169,7 +164,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 "title": conversation.title,
                 "url": conversation.get_absolute_url(),
             },
-            "question": await database_sync_to_async(message_data)(question),
+            "question": question_data,
             "reply": message_data(reply),
         }
         self.sent_seq[reply.pk] = reply.last_seq
@@ -190,11 +185,33 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 conversation.group_name, {"type": "reply.events", "events": [event]}
             )
 
-    async def _expected_place(self, model):
+    @database_sync_to_async
+    def _post(self, conversation, content, model):
+        """Store the question and its queued reply in one trip to the database.
+
+        One trip, not one per step: in a burst of questions each trip waits
+        its turn for a thread (next_action_thread). Returns the question,
+        the reply, the question as the page shows it, and the place the
+        reply may expect in the queue, taken before the reply exists.
+        """
+        attachment_ids = content.get("attachment_ids")
+        if not isinstance(attachment_ids, list):
+            attachment_ids = []
+        parent = None
+        if content.get("parent_id") is not None:
+            parent = conversation.messages.filter(
+                pk=_as_int(content["parent_id"])
+            ).first()
+
+        place = self._expected_place(model or conversation.model)
+        question, reply = actions.post_question(
+            conversation, content.get("text"), model, attachment_ids, parent
+        )
+        return question, reply, message_data(question), place
+
+    def _expected_place(self, model):
         try:
-            return await database_sync_to_async(actions.expected_place)(
-                self.user.pk, model
-            )
+            return actions.expected_place(self.user.pk, model)
         except Exception:  # noqa: BLE001 - the worker's own notices follow anyway
             logger.warning("no queue estimate for %s", model, exc_info=True)
             return None
@@ -432,12 +449,6 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             )
             .first()
         )
-
-    @database_sync_to_async
-    def _get_message(self, conversation, message_id):
-        if message_id is None:
-            return None
-        return conversation.messages.filter(pk=_as_int(message_id)).first()
 
     @database_sync_to_async
     def _get_question(self, message_id):
