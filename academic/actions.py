@@ -117,6 +117,12 @@ def start_job(owner, documents, fields, archive=None, not_processed=()):
                     )
                 )
         chunk_ids = [chunk.pk for chunk in PolishChunk.objects.bulk_create(chunks)]
+        # Shortcoming: every chunk is a task at once, and a chunk waiting in
+        # the admission queue holds a worker thread. A paper of more chunks
+        # than the workers have threads keeps the rest in the broker's queue,
+        # where a colleague's chat reply queued after them waits too (the
+        # admission queue's priority only orders requests that have a
+        # thread). docs/deploy.md says to size the workers' threads for it.
         transaction.on_commit(
             lambda: [polish_chunk.delay(chunk_id) for chunk_id in chunk_ids]
         )
