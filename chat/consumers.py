@@ -11,10 +11,11 @@ import itertools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from asgiref.sync import ThreadSensitiveContext
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
+from django.db import close_old_connections
 from django.db.models import Q
 
 from assistant.eventlog import get_event_log
@@ -38,7 +39,7 @@ MAX_WATCHED_REPLIES = 20
 # wait on each other's writes one by one. Each action of a socket takes its
 # turn in one of a few threads instead, in rotation: actions run side by side
 # while the database connections the sockets hold stay bounded (one a thread,
-# closed after each call as Channels does). A socket still handles its own
+# kept for CONN_MAX_AGE as Django keeps any). A socket still handles its own
 # actions in the order they came.
 _action_threads = [
     ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"chat-action-{number}")
@@ -109,7 +110,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return
 
         async with ThreadSensitiveContext(executor=next_action_thread()):
-            await getattr(self, self.ACTIONS[action])(content)
+            try:
+                await getattr(self, self.ACTIONS[action])(content)
+            finally:
+                # As Django does when a request ends: the thread's connection
+                # is closed once past CONN_MAX_AGE or broken. The thread
+                # outlives the action, and so would the connection.
+                await sync_to_async(close_old_connections)()
 
     async def watch(self, content):
         conversation = await self._get_conversation(content.get("conversation_id"))
