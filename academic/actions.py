@@ -192,7 +192,12 @@ def check_compiles(job):
     job.compile_status = outcome.status
     job.compile_engine = outcome.engine
     job.compile_errors = "\n".join(outcome.new_errors)
-    job.save(update_fields=["compile_status", "compile_engine", "compile_errors"])
+    # An update, not a save: the author may have deleted the job meanwhile.
+    PolishJob.objects.filter(pk=job.pk).update(
+        compile_status=job.compile_status,
+        compile_engine=job.compile_engine,
+        compile_errors=job.compile_errors,
+    )
     logger.info("job %s compile check: %s", job.pk, outcome.status)
 
 

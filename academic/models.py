@@ -495,14 +495,23 @@ class PolishChunk(models.Model):
         return diffing.merge(self.original_text, changes, accepted)
 
     def finish(self, result_text):
-        """End the chunk with the model's text (token counts as set)."""
+        """End the chunk with the model's text (token counts as set).
+
+        A cancel may have marked the chunk kept meanwhile (actions.cancel_job
+        updates the rows, not this instance); the finished text wins, and no
+        reason for keeping the original stays beside it.
+        """
         self.status = self.Status.DONE
         self.result_text = result_text
+        self.failure_code = ""
+        self.failure_detail = ""
         self.finished_at = timezone.now()
         self.save(
             update_fields=[
                 "status",
                 "result_text",
+                "failure_code",
+                "failure_detail",
                 "attempts",
                 "prompt_tokens",
                 "completion_tokens",

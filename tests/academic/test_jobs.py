@@ -434,3 +434,16 @@ def test_it_polishes_footnotes_and_captions_and_keeps_their_label_and_ref_keys(
     assert footnote in result
     assert "As Figure~\\ref{fig:errors} shows" in result
     assert keyed_commands(result) == keyed_commands(source)
+
+
+@pytest.mark.django_db
+def test_a_chunk_that_finishes_as_its_job_is_cancelled_keeps_no_reason(model_api):
+    """The cancel marks the rows; the worker still holds the chunk it read."""
+    job = start(make_user(), b"The results is good.\n")
+    chunk = job.chunks.get()
+
+    actions.cancel_job(job)
+    chunk.finish("The results are good.\n")
+
+    chunk.refresh_from_db()
+    assert (chunk.status, chunk.failure_code) == (PolishChunk.Status.DONE, "")
