@@ -60,8 +60,10 @@ POLL_SECONDS = 0.25
 # The id of the request peek() places without queueing it.
 PEEK_ID = "__peek__"
 # At most this long between two on_wait calls, so that the browser hears
-# about the queue at least once a second even with a slow poll.
-ON_WAIT_INTERVAL = 0.75
+# about the queue at least once a second: a wait between two calls runs up to
+# a POLL_SECONDS past this, and on a busy host the update's trip to the
+# browser adds a tenth of a second or more.
+ON_WAIT_INTERVAL = 0.6
 # Weight of the newest hold time in the moving average behind the ETA.
 HOLD_AVERAGE_WEIGHT = 0.3
 KEY_PREFIX = "admission"

@@ -62,6 +62,11 @@ def connection_of(backend):
 def connection_for_model(model):
     """The Connection of the backend that serves `model` (a model id)."""
     profile = ModelProfile.objects.select_related("backend").filter(name=model).first()
+    return connection_for_profile(profile)
+
+
+def connection_for_profile(profile):
+    """The Connection of the backend of a ModelProfile (or of None: the default)."""
     if profile is None or profile.backend is None:
         return default_connection()
     return connection_of(profile.backend)

@@ -10,13 +10,20 @@ The grid of concurrency by prompt size is replayed twice in one run:
 2. through the app, as that many signed-in users each sending one question
    over the chat websocket at the same moment. The app's model profile is
    first set to the limits the probe suggests from the first pass, as an
-   operator would set them.
+   operator would set them. One uncounted question first warms the app up
+   and measures what it adds to a question's prompt (system prompt, chat
+   template); the cells' questions are that much shorter, so that the model
+   sees prompts of the same size in both passes. Each cell starts once the
+   simulator has been idle a while, so that the titles the app asks for one
+   cell's conversations do not compete with the next cell.
 
 Both tables are printed side by side: total tok/s, mean tok/s of one request
 once it started, requests over the timeout (the seed's 60 s), errors, and,
 through the app, prompts it refused as too long for the model, the worst
-time a user waited to see where they stand (a queue position, or the reply
-starting) and the longest gap between two queue updates.
+time a user who had to queue waited to see their place, the worst time a
+user let straight through waited to see the reply start, the longest gap
+between two queue updates, and the requests the app made besides the
+replies (titles).
 
     .venv/bin/python bench/capacity.py                  # 1,4,16 x 2k,4k
     .venv/bin/python bench/capacity.py --grid full      # 1..64 x 2k,4k,8k
@@ -32,6 +39,7 @@ it (scripts/run.py, embedded default unless --redis-url and
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import platform
@@ -77,6 +85,15 @@ DEFAULT_TIME_SCALE = 0.1
 SIMULATOR_CHUNK_CHARS = 2
 SIMULATOR_FIRST_TOKEN_SECONDS = 0.1
 PAUSE_SECONDS = 1.0
+# Between two cells through the app, the simulator must have been idle this
+# long (at most QUIET_LIMIT_SECONDS): the titles the app asks for the
+# conversations of one cell would otherwise compete with the next one.
+QUIET_SECONDS = 5.0
+QUIET_LIMIT_SECONDS = 90.0
+# The warm-up question, in tokens: it also measures what the app adds to a
+# question (system prompt, chat template), which the cells' questions leave
+# room for, so that the model sees prompts of the same size in both passes.
+WARM_UP_TOKENS = 256
 DEFAULT_BENCH_TIMEOUT = 1800
 # How long one cell through the app may take, in the seed's seconds per
 # request it may have to wait behind (see app_cell_deadline).
@@ -102,10 +119,13 @@ class AppChat:
     first_text_at: float | None = None
     ended_at: float | None = None
     last_queue_at: float | None = None
+    # Shown a place in the queue before it started (else it went straight in).
+    queued: bool = False
     longest_queue_gap: float = 0.0
     status: str = "no end event"
     error_code: str = ""
     tokens: int = 0
+    prompt_tokens: int | None = None
 
 
 @dataclass
@@ -114,6 +134,10 @@ class AppCell:
     concurrency: int
     chats: list = field(default_factory=list)
     wall_s: float = 0.0
+    # Requests the simulator served in the cell besides its replies (titles).
+    other_requests: int = 0
+    # Every token the simulator generated during the cell, titles included.
+    server_tokens: int = 0
 
 
 def numbers(text):
@@ -175,8 +199,10 @@ def main():
         app = start_app(env, work_dir / "app.log")
         wait_until_answering(f"{app_url(env)}/accounts/login/", app)
         set_profile(env, limits)
-        through_app = run_through_app(args, env, simulator, probe.chars_per_token)
-        print_report(args, direct, through_app, limits, probe)
+        through_app, added_tokens = run_through_app(
+            args, env, simulator, probe.chars_per_token
+        )
+        print_report(args, direct, through_app, limits, probe, added_tokens)
     except BenchError as error:
         print_log_tail(work_dir / "app.log")
         sys.exit(f"capacity: {error}")
@@ -284,19 +310,65 @@ def run_through_app(args, env, simulator, chars_per_token):
 
 
 async def measure_app(args, env, simulator, cookies, chars_per_token):
+    from assistant.capacity_probe import build_prompt
+
     progress("through the app:")
+    added_tokens = await warm_up(env, simulator, cookies[0], chars_per_token)
+    progress(f"  the app adds {added_tokens} tokens to a question's prompt")
     cells = []
     for context in args.context:
         for concurrency in args.concurrency:
             stop_if_signalled()
+            await wait_until_quiet(simulator)
             progress(f"  {concurrency} users with prompts of {context} tokens ...")
             cell = AppCell(context, concurrency)
+            question_tokens = max(1, context - added_tokens)
             await run_app_cell(
-                args, env, simulator, cookies[:concurrency], cell, chars_per_token
+                args,
+                env,
+                simulator,
+                cookies[:concurrency],
+                cell,
+                functools.partial(build_prompt, question_tokens, chars_per_token),
             )
             cells.append(cell)
-            await asyncio.sleep(PAUSE_SECONDS)
-    return cells
+    return cells, added_tokens
+
+
+async def warm_up(env, simulator, cookie, chars_per_token):
+    """One uncounted question: first connections and imports, and what the
+    app adds to a question's prompt, in the model's tokens."""
+    from assistant.capacity_probe import build_prompt
+
+    (ws,) = await open_sockets(env, [cookie])
+    chat = AppChat()
+    try:
+        await asyncio.wait_for(
+            ask(ws, chat, build_prompt(WARM_UP_TOKENS, chars_per_token)),
+            SETUP_SECONDS,
+        )
+    except TimeoutError:
+        raise BenchError("the warm-up question did not end") from None
+    finally:
+        await ws.close()
+    if chat.status not in ("stop", "length_in_answer") or not chat.prompt_tokens:
+        raise BenchError(f"the warm-up question ended {chat.status}")
+    return max(0, chat.prompt_tokens - WARM_UP_TOKENS)
+
+
+async def wait_until_quiet(simulator):
+    """Until the simulator has served nothing for QUIET_SECONDS, or the limit."""
+    give_up_at = time.monotonic() + QUIET_LIMIT_SECONDS
+    served = simulator.stats["requests"]
+    quiet_since = time.monotonic()
+    while time.monotonic() < give_up_at:
+        stats = simulator.stats
+        if stats["active"] or stats["requests"] != served:
+            served, quiet_since = stats["requests"], time.monotonic()
+        elif time.monotonic() - quiet_since >= QUIET_SECONDS:
+            return
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(PAUSE_SECONDS)
 
 
 def app_cell_deadline(args, concurrency):
@@ -305,13 +377,12 @@ def app_cell_deadline(args, concurrency):
     return concurrency * per_request * args.time_scale + SETUP_SECONDS
 
 
-async def run_app_cell(args, env, simulator, cookies, cell, chars_per_token):
-    from assistant.capacity_probe import build_prompt
-
+async def run_app_cell(args, env, simulator, cookies, cell, make_question):
     sockets = await open_sockets(env, cookies)
     cell.chats = [AppChat() for _ in cookies]
+    before = simulator.stats
     asking = [
-        asyncio.create_task(ask(ws, chat, build_prompt(cell.context, chars_per_token)))
+        asyncio.create_task(ask(ws, chat, make_question()))
         for ws, chat in zip(sockets, cell.chats)
     ]
     began = time.monotonic()
@@ -326,6 +397,10 @@ async def run_app_cell(args, env, simulator, cookies, cell, chars_per_token):
         await asyncio.gather(*(ws.close() for ws in sockets))
     ends = [chat.ended_at for chat in cell.chats if chat.ended_at]
     cell.wall_s = (max(ends) if ends else time.monotonic()) - began
+    after = simulator.stats
+    served = after["requests"] - before["requests"]
+    cell.other_requests = max(0, served - len(cell.chats))
+    cell.server_tokens = after["paced_tokens"] - before["paced_tokens"]
 
 
 async def wait_for_chats(tasks, simulator, seconds):
@@ -380,6 +455,10 @@ async def follow(ws, chat):
             return
         if message["type"] == "posted":
             reply_id = message["reply"]["id"]
+            if message.get("expected_queue"):
+                # The place the reply may expect, shown with the question.
+                chat.first_notice_at = chat.first_notice_at or now
+                chat.queued = True
         if message["type"] != "replies":
             continue
 
@@ -398,6 +477,7 @@ def note_event(chat, event, now):
             chat.longest_queue_gap = max(chat.longest_queue_gap, gap)
         chat.last_queue_at = now
         chat.first_notice_at = chat.first_notice_at or now
+        chat.queued = chat.queued or chat.admitted_at is None
     elif kind == "status" and event.get("status") == "streaming":
         chat.admitted_at = now
         chat.first_notice_at = chat.first_notice_at or now
@@ -408,7 +488,9 @@ def note_event(chat, event, now):
         chat.first_notice_at = chat.first_notice_at or now
         chat.status = event["status"]
         chat.error_code = event.get("error_code") or ""
-        chat.tokens = (event.get("usage") or {}).get("completion_tokens") or 0
+        usage = event.get("usage") or {}
+        chat.tokens = usage.get("completion_tokens") or 0
+        chat.prompt_tokens = usage.get("prompt_tokens")
 
 
 @dataclass
@@ -416,12 +498,15 @@ class Row:
     """One cell's figures in the seed's time; None where there are none."""
 
     total_rate: float | None = None
+    server_rate: float | None = None
     request_rate: float | None = None
     over: int = 0
     errors: int = 0
     refused: int = 0
-    worst_notice: float | None = None
+    worst_place: float | None = None
+    worst_start: float | None = None
     worst_gap: float | None = None
+    other_requests: int = 0
 
 
 def direct_row(cell, scale):
@@ -450,20 +535,31 @@ def app_row(cell, args):
         if chat.first_text_at is not None and chat.ended_at > chat.first_text_at:
             rates.append(chat.tokens / (chat.ended_at - chat.first_text_at))
 
-    notices = [c.first_notice_at - c.sent_at for c in cell.chats if c.first_notice_at]
     tokens = sum(chat.tokens for chat in cell.chats)
+    wall = cell.wall_s or None
     return Row(
-        total_rate=tokens / cell.wall_s * scale if cell.wall_s else None,
+        total_rate=tokens / wall * scale if wall else None,
+        server_rate=cell.server_tokens / wall * scale if wall else None,
         request_rate=sum(rates) / len(rates) * scale if rates else None,
         over=over,
         errors=errors,
         refused=refused,
-        worst_notice=max(notices) if notices else None,
+        worst_place=_worst_notice(chat for chat in cell.chats if chat.queued),
+        worst_start=_worst_notice(chat for chat in cell.chats if not chat.queued),
         worst_gap=max((chat.longest_queue_gap for chat in cell.chats), default=None),
+        other_requests=cell.other_requests,
     )
 
 
-def print_report(args, direct, through_app, limits, probe):
+def _worst_notice(chats):
+    """The longest wait between sending and the first notice, of `chats`."""
+    waits = [
+        chat.first_notice_at - chat.sent_at for chat in chats if chat.first_notice_at
+    ]
+    return max(waits, default=None)
+
+
+def print_report(args, direct, through_app, limits, probe, added_tokens):
     print(
         f"Machine: {os.cpu_count()} cores, {platform.machine()}, "
         f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
@@ -473,24 +569,28 @@ def print_report(args, direct, through_app, limits, probe):
         f"speed; replies of about {average_tokens(direct):.0f} tokens; model {MODEL}; "
         f"{probe.sent} requests straight at it."
     )
+    print(
+        f"Through the app each question is {added_tokens} tokens shorter than the "
+        "cell's prompt size: the app adds that many (system prompt, chat template)."
+    )
     print("The app's profile, from the probe of the direct pass:")
     for reason in limits.reasons:
         print(f"  {reason}")
     print()
     head = (
-        "{:>7} {:>5} | {:>7} {:>7} {:>6} {:>6} | {:>7} {:>7} {:>6} {:>6} {:>7} "
-        "{:>8} {:>8}"
+        "{:>7} {:>5} | {:>7} {:>7} {:>6} {:>6} | {:>7} {:>7} {:>7} {:>6} {:>6} "
+        "{:>7} {:>7} {:>7} {:>6} {:>5}"
     )
     print(
         head.format(
-            "", "", "direct", "", "", "", "app", "", "", "", "", "", "",
+            "", "", "direct", "", "", "", "app", "", "", "", "", "", "", "", "", "",
         )
     )  # fmt: skip
     print(
         head.format(
             "context", "users", "tok/s", "per req", ">60 s", "errors",
-            "tok/s", "per req", ">60 s", "errors", "refused",
-            "notice s", "gap s",
+            "tok/s", "all", "per req", ">60 s", "errors", "refused",
+            "place s", "start s", "gap s", "other",
         )
     )  # fmt: skip
     app_cells = {(cell.context, cell.concurrency): cell for cell in through_app}
@@ -506,24 +606,31 @@ def print_report(args, direct, through_app, limits, probe):
                 f"{left.over}/{cell.concurrency}",
                 left.errors,
                 _figure(right.total_rate),
+                _figure(right.server_rate),
                 _figure(right.request_rate),
                 f"{right.over}/{cell.concurrency}",
                 right.errors,
                 right.refused,
-                _figure(right.worst_notice, "{:.2f}"),
+                _figure(right.worst_place, "{:.2f}"),
+                _figure(right.worst_start, "{:.2f}"),
                 _figure(right.worst_gap, "{:.2f}"),
+                right.other_requests,
             )
         )
     print_outcomes(through_app)
     print()
     print(
-        "tok/s: all requests together; per req: one request once its first token "
+        "tok/s: all requests together (through the app: the users' replies); all: "
+        "through the app, every token the server made during the cell, the "
+        "app's own requests' too; per req: one request once its first token "
         "came (seed's time). >60 s: requests that took longer, timed from when the "
         "app let them through to the model; straight at the server they are cut "
         "there. refused: prompts the app did not send, as longer than the "
-        "profile's input limit. notice s: the longest a user waited after sending "
-        "to see a queue position or the reply start; gap s: the longest between "
-        "two queue updates (both real seconds)."
+        "profile's input limit. place s: the longest a user who had to queue "
+        "waited after sending to see their place; start s: the longest a user "
+        "let straight through waited to see the reply start; gap s: the longest "
+        "between two queue updates (all three real seconds). other: requests the "
+        "app made besides the replies during the cell (conversation titles)."
     )
 
 

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from assistant import quotas
 from assistant.admission import INTERACTIVE, QueuePlace, clamp_cost, get_admission
+from assistant.backends import connection_for_profile
 from assistant.completion import pool_name
 from assistant.eventlog import get_event_log
 from assistant.models import ModelProfile
@@ -44,15 +45,18 @@ def start_conversation(user, model, first_text, preset=None):
 
 
 @transaction.atomic
-def post_question(conversation, text, model, attachment_ids=(), parent=None):
+def post_question(
+    conversation, text, model, attachment_ids=(), parent=None, new_conversation=False
+):
     """Store the user's question and a queued reply, and queue its writing.
 
     The question follows `parent`, the last message the page shows, or
-    without one the end of the branch on show. `attachment_ids` name files
-    the user uploaded for this question; any that are not theirs or already
-    sent are ignored.
+    without one the end of the branch on show; in a conversation just
+    started (new_conversation) there is none to look for. `attachment_ids`
+    name files the user uploaded for this question; any that are not theirs
+    or already sent are ignored.
     """
-    if parent is None:
+    if parent is None and not new_conversation:
         parent = tree.last_message(conversation)
     question = Message.objects.create(
         conversation=conversation, parent=parent, role=Message.Role.USER, content=text
@@ -186,19 +190,18 @@ def request_stop(reply):
     cache.set(reply.stop_key, 1, STOP_KEY_TTL)
 
 
-def expected_place(user_id, model):
-    """Where a reply posted now would stand in the model's queue; None if it fits.
+def expected_place(user_id, profile):
+    """Where a reply to model `profile` posted now would stand in its queue;
+    None if it fits.
 
     Asked just before the reply is posted, so that neither the reply nor
     its worker's ticket is counted ahead of itself. The worker reports the
     place its ticket really holds once it runs, but on a busy machine it may
     start seconds later; until then the browser would show a bare spinner.
     """
-    profile = ModelProfile.ensure(model)
-    place = get_admission().peek(
-        pool_name(model), user_id, INTERACTIVE, profile.concurrency_limit
-    )
-    return place or place_behind_open_replies(model, profile)
+    pool = pool_name(profile.name, connection_for_profile(profile))
+    place = get_admission().peek(pool, user_id, INTERACTIVE, profile.concurrency_limit)
+    return place or place_behind_open_replies(profile.name, profile)
 
 
 def place_behind_open_replies(model, profile):
@@ -245,19 +248,13 @@ def place_behind_open_replies(model, profile):
     return QueuePlace(position=len(waiting) + 1, ahead_cost=sum(waiting), eta=None)
 
 
-def expected_queue_event(reply, place):
-    """The live queue event that shows `place` (from expected_place) at once."""
-    return {
-        "message_id": reply.pk,
-        "seq": reply.last_seq,
-        "kind": "queue",
-        "position": place.position,
-        "eta": place.eta,
-        # Not yet the ticket's own place: the worker's events replace it.
-        "expected": True,
-        # Not in the event log: the socket passes it on without ordering.
-        "live": True,
-    }
+def expected_queue_data(place):
+    """The `place` from expected_place as the page shows it with the question.
+
+    Not yet the place of the worker's own ticket: the worker's queue events
+    replace it.
+    """
+    return {"position": place.position, "eta": place.eta}
 
 
 def _enqueue(reply_id):

@@ -23,7 +23,7 @@ from assistant.signals import session_group
 from chat import actions, presets
 from chat.models import Conversation, Message
 from chat.recovery import abandoned_replies, recover_abandoned
-from chat.views import message_data, offered_model_names, path_data
+from chat.views import message_data, offered_model_names, offered_profile, path_data
 
 logger = logging.getLogger(__name__)
 
@@ -136,9 +136,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def send_question(self, content):
         text = content.get("text")
-        if not await self._text_and_model_fit(text, content.get("model")):
+        profile = await self._text_and_model_fit(text, content.get("model"))
+        if profile is None:
             return
-        model = content.get("model")
 
         conversation_id = content.get("conversation_id")
         if conversation_id:
@@ -156,25 +156,15 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                     await self._refuse("unknown_preset")
                     return
             conversation = await database_sync_to_async(actions.start_conversation)(
-                self.user, model, text, preset
+                self.user, profile.name, text, preset
             )
 
         # Join before the reply is queued, so its first event cannot be missed.
         await self._join_group(conversation.group_name)
-        question, reply, question_data, place = await self._post(
-            conversation, content, model
+        posted = await self._post(
+            conversation, content, profile, started=not conversation_id
         )
-        posted = {
-            "type": "posted",
-            "conversation": {
-                "id": conversation.pk,
-                "title": conversation.title,
-                "url": conversation.get_absolute_url(),
-            },
-            "question": question_data,
-            "reply": message_data(reply),
-        }
-        self.sent_seq[reply.pk] = reply.last_seq
+        self.sent_seq[posted["reply"]["id"]] = posted["reply"]["seq"]
         await self.send_json({**posted, "client_token": content.get("client_token")})
         # Other tabs on the same conversation show the question and follow
         # the reply too.
@@ -186,20 +176,16 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 "sender": self.channel_name,
             },
         )
-        if place is not None:
-            event = actions.expected_queue_event(reply, place)
-            await self.channel_layer.group_send(
-                conversation.group_name, {"type": "reply.events", "events": [event]}
-            )
 
     @database_sync_to_async
-    def _post(self, conversation, content, model):
+    def _post(self, conversation, content, profile, started):
         """Store the question and its queued reply in one trip to the database.
 
         One trip, not one per step: in a burst of questions each trip waits
-        its turn for a thread (next_action_thread). Returns the question,
-        the reply, the question as the page shows it, and the place the
-        reply may expect in the queue, taken before the reply exists.
+        its turn for a thread (next_action_thread). Returns the `posted`
+        message, with the place the reply may expect in the queue, taken
+        before the reply exists, so that the page shows it with the
+        question instead of a bare spinner until the worker reports.
         """
         attachment_ids = content.get("attachment_ids")
         if not isinstance(attachment_ids, list):
@@ -210,17 +196,34 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 pk=_as_int(content["parent_id"])
             ).first()
 
-        place = self._expected_place(model or conversation.model)
+        place = self._expected_place(profile)
         question, reply = actions.post_question(
-            conversation, content.get("text"), model, attachment_ids, parent
+            conversation,
+            content.get("text"),
+            profile.name,
+            attachment_ids,
+            parent,
+            new_conversation=started,
         )
-        return question, reply, message_data(question), place
+        posted = {
+            "type": "posted",
+            "conversation": {
+                "id": conversation.pk,
+                "title": conversation.title,
+                "url": conversation.get_absolute_url(),
+            },
+            "question": message_data(question),
+            "reply": message_data(reply),
+        }
+        if place is not None:
+            posted["expected_queue"] = actions.expected_queue_data(place)
+        return posted
 
-    def _expected_place(self, model):
+    def _expected_place(self, profile):
         try:
-            return actions.expected_place(self.user.pk, model)
+            return actions.expected_place(self.user.pk, profile)
         except Exception:  # noqa: BLE001 - the worker's own notices follow anyway
-            logger.warning("no queue estimate for %s", model, exc_info=True)
+            logger.warning("no queue estimate for %s", profile.name, exc_info=True)
             return None
 
     async def stop_reply(self, content):
@@ -391,19 +394,20 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.close(code=CLOSE_UNAUTHENTICATED)
 
     async def _text_and_model_fit(self, text, model):
-        """Check a question's text and model; refuse and say why if not."""
+        """The profile of the question's model if the text and model are fine;
+        else None, with the reason said to the page."""
         if not isinstance(text, str) or not text.strip():
             await self._refuse("empty")
-            return False
+            return None
         if len(text) > settings.MAX_MESSAGE_CHARS:
             await self._refuse(
                 "too_long", limit=settings.MAX_MESSAGE_CHARS, size=len(text)
             )
-            return False
-        if model not in await database_sync_to_async(offered_model_names)():
+            return None
+        profile = await database_sync_to_async(offered_profile)(model)
+        if profile is None:
             await self._refuse("unknown_model")
-            return False
-        return True
+        return profile
 
     async def _announce_path(self, conversation):
         # Every page on the conversation, this one included, redraws from

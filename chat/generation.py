@@ -18,6 +18,7 @@ from django.utils import timezone
 from academic.reading import paper_system_prompt
 from assistant import backoff, failures, metering, quotas
 from assistant.admission import INTERACTIVE, Cancelled, TimedOut, wait_for_slot
+from assistant.backends import connection_for_profile
 from assistant.completion import StreamGuard, pool_name
 from assistant.modelapi import open_chat_stream
 from assistant.models import ModelProfile, UsageRecord
@@ -69,6 +70,7 @@ class ReplyWriter:
         self.render_interval = settings.STREAM_RENDER_INTERVAL
         self.stopped = False
         self.thinking = True
+        self.lease = None
 
     def run(self):
         self.publisher = ReplyPublisher(self.reply)
@@ -101,11 +103,11 @@ class ReplyWriter:
             return
 
         max_tokens = self._output_limit()
-        lease = self._wait_for_slot()
-        if lease is None:
+        self.lease = self._wait_for_slot()
+        if self.lease is None:
             return
 
-        with lease:
+        with self.lease:
             self._mark_streaming()
             self._stream(messages, max_tokens)
 
@@ -251,7 +253,7 @@ class ReplyWriter:
 
         try:
             lease = wait_for_slot(
-                pool=pool_name(reply.model),
+                pool=pool_name(reply.model, connection_for_profile(self.profile)),
                 user_key=str(reply.conversation.user_id),
                 priority=INTERACTIVE,
                 capacity=self.profile.concurrency_limit,
@@ -406,6 +408,12 @@ class ReplyWriter:
         self._finish(Message.Status.ERROR, code, detail)
 
     def _finish(self, status, error_code="", error_detail="", params=None):
+        # The model has said all it will: the slot goes to the next reply in
+        # the queue now, not after the saving and rendering below, which
+        # would keep a GPU idle for as long as they take.
+        if self.lease is not None:
+            self.lease.release()
+
         reply = self.reply
         parser = self.parser
         if parser is not None and parser.error is not None and not error_code:

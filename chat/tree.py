@@ -16,8 +16,10 @@ from django.utils import timezone
 
 from chat.models import Conversation, Message
 
-# What walking the tree needs of each message.
-SKELETON_FIELDS = ("id", "parent_id", "shown_at")
+# What walking the tree needs of each message. The conversation's id too:
+# a conversation's related manager checks it on every message it returns,
+# and a deferred one would cost a query per message.
+SKELETON_FIELDS = ("id", "parent_id", "shown_at", "conversation_id")
 
 
 class Tree:

@@ -37,6 +37,11 @@ def offered_model_names():
     return {profile.name for profile in offered_models()}
 
 
+def offered_profile(name):
+    """The profile of model `name` if users may pick it, else None."""
+    return next((p for p in offered_models() if p.name == name), None)
+
+
 @login_required
 def home(request):
     return _room(request, conversation=None)

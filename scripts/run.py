@@ -30,6 +30,15 @@ def env_port(name, default):
     return int(raw)
 
 
+def env_nice(name, default):
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) > 19:
+        sys.exit(f"{name} must be a niceness from 0 to 19, got {raw!r}")
+    return int(raw)
+
+
 def manage(*args, env):
     subprocess.run([PYTHON, "manage.py", *args], cwd=BASE_DIR, env=env, check=True)
 
@@ -100,6 +109,12 @@ def start_servers(env, host, port):
     if not env.get("REDIS_URL"):
         return [daphne]
 
+    # The worker runs a little below Daphne's CPU priority: Daphne's work is
+    # what people wait on at each action, while a burst of replies starting
+    # at once (each reading its conversation and counting its prompt) only
+    # prepares them to wait in the model's queue. On a host with CPU to
+    # spare it makes no difference.
+    worker_nice = env_nice("WORKER_NICE", 5)
     worker = subprocess.Popen(
         [
             str(BIN_DIR / "celery"),
@@ -115,6 +130,7 @@ def start_servers(env, host, port):
         ],
         cwd=BASE_DIR,
         env=env,
+        preexec_fn=lambda: os.nice(worker_nice),
     )
     return [daphne, worker]
 

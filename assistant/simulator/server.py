@@ -684,7 +684,9 @@ class SimulatorStats:
     def reset(self):
         # Requests still running keep counting as active.
         with self._lock:
-            self._counters = dict.fromkeys(("requests",) + self.OUTCOMES, 0)
+            self._counters = dict.fromkeys(
+                ("requests", "paced_tokens") + self.OUTCOMES, 0
+            )
             self._max_active = self._active
             self._recent_requests = deque(maxlen=RECENT_LIMIT)
             self._disconnect_times = deque(maxlen=RECENT_LIMIT)
@@ -693,6 +695,11 @@ class SimulatorStats:
     def record_request(self):
         with self._lock:
             self._counters["requests"] += 1
+
+    def count_paced_token(self):
+        """One token of a reply paced by the capacity model went out."""
+        with self._lock:
+            self._counters["paced_tokens"] += 1
 
     def remember(self, body):
         with self._lock:
@@ -908,6 +915,8 @@ class SimulatorHandler(BaseHTTPRequestHandler):
             # may read them before this thread runs again.
             sent_at = time.monotonic()
             self._send_event(envelope.chunk({piece.field: piece.text}, finish_reason))
+            if capacity_request is not None:
+                stats.count_paced_token()
             if tag_to_record and piece.is_reasoning:
                 stats.record_first_reasoning(tag_to_record, sent_at)
                 tag_to_record = None

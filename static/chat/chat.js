@@ -208,9 +208,9 @@
     this.lastEventAt = Date.now();
     if (event.kind === "queue") {
       // Live only: where the reply stands in the app's queue for the model.
-      // The estimate made at posting may arrive after the worker's own
-      // report of its ticket's place, or after the reply began: it is
-      // then out of date.
+      // The estimate made at posting (from the "posted" message) may come
+      // after the worker's own report of its ticket's place, in another
+      // tab, or after the reply began: it is then out of date.
       if (event.expected && (this.heardFromQueue || this.status !== "queued")) return;
       if (!event.expected) this.heardFromQueue = true;
       this.queuePosition = event.position;
@@ -654,6 +654,17 @@
         // It follows a branch this page does not show: ask for the path.
         sendAction({ action: "path", conversation_id: state.conversationId });
       }
+    }
+    // The place the reply may expect in the model's queue, estimated as it
+    // was posted: shown at once, until the worker reports its own.
+    var view = state.replies.get(message.reply.id);
+    if (view && message.expected_queue) {
+      view.apply({
+        kind: "queue",
+        expected: true,
+        position: message.expected_queue.position,
+        eta: message.expected_queue.eta,
+      });
     }
     refreshStopButton();
     els.messages.scrollTop = els.messages.scrollHeight;

@@ -144,3 +144,7 @@ def test_it_streams_a_2k_prompt_to_the_end(capacity_server):
 
     assert lines[-1] == "data: [DONE]"
     assert sum(line.startswith("data: {") for line in lines) > 10
+    # Every paced token is counted, for the benchmark's server-side total;
+    # the first chunk carries the role alone.
+    chunks = sum(line.startswith("data: {") for line in lines)
+    assert capacity_server.stats["paced_tokens"] == chunks - 1

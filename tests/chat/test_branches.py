@@ -325,3 +325,19 @@ def test_the_migration_turns_a_linear_conversation_into_one_chain():
     assert leaf_id == chain[2].pk
     migrated = Conversation.objects.get(pk=old_conversation.pk)
     assert [m.content for m in tree.active_path(migrated)] == ["q1", "a1", "q2"]
+
+
+def test_walking_a_long_conversation_costs_the_same_queries_as_a_short_one(
+    researcher, django_assert_num_queries
+):
+    """The path and the prompt are read in a fixed number of queries."""
+    conversation = make_conversation(researcher, MODEL)
+    for number in range(30):
+        add_exchange(conversation, f"question {number}", f"answer {number}")
+    _question, reply = actions.post_question(conversation, "one more", MODEL)
+
+    with django_assert_num_queries(1):
+        tree.last_message(conversation)
+    with django_assert_num_queries(3):
+        # The tree, the path's messages, their attachments.
+        build_messages(conversation, reply, system_prompt="")

@@ -108,6 +108,8 @@ async def test_it_streams_a_new_conversation_to_the_end(model_api):
 
     posted = messages[0]
     assert posted["type"] == "posted" and posted["client_token"] == "t1"
+    # A free model: no place in a queue to show.
+    assert "expected_queue" not in posted
     kinds = [m["kind"] for m in messages[1:]]
     assert kinds[0] == "status"
     assert kinds.index("reasoning") < kinds.index("answer")
@@ -371,11 +373,9 @@ async def test_it_shows_a_place_in_the_queue_as_soon_as_a_question_is_posted(
             {"action": "send", "text": "Queue me", "model": "deepseek-v3"}
         )
         messages = await receive_until(
-            communicator,
-            lambda m: m.get("kind") == "queue" and m.get("expected"),
+            communicator, lambda m: m.get("type") == "posted"
         )
-        assert messages[-1]["position"] == 1
-        assert messages[-1]["message_id"] == messages[0]["reply"]["id"]
+        assert messages[-1]["expected_queue"]["position"] == 1
 
         colleague.release()
         await receive_until(communicator, is_end)
@@ -408,11 +408,9 @@ async def test_it_shows_a_place_behind_questions_posted_a_moment_before(model_ap
             {"action": "send", "text": "Queue me", "model": "deepseek-v3"}
         )
         messages = await receive_until(
-            communicator,
-            lambda m: m.get("kind") == "queue" and m.get("expected"),
+            communicator, lambda m: m.get("type") == "posted"
         )
-        assert messages[-1]["position"] == 1
-        assert messages[-1]["eta"] is None
+        assert messages[-1]["expected_queue"] == {"position": 1, "eta": None}
         await receive_until(communicator, is_end)
     finally:
         await communicator.disconnect()

@@ -624,3 +624,31 @@ def test_a_question_refused_as_too_long_does_not_block_the_next(model_api):
     sent = model_api.stats_recorder.last_request()["messages"]
     assert [m["role"] for m in sent] == ["system", "user"]
     assert "word word" not in sent[-1]["content"]
+
+
+def test_it_gives_the_models_slot_back_before_it_saves_the_end(model_api, monkeypatch):
+    """The next reply in the queue need not wait for this one's bookkeeping."""
+    from assistant.admission import INTERACTIVE, get_admission
+    from assistant.completion import pool_name
+
+    profile = ModelProfile.ensure("deepseek-v3")
+    profile.concurrency_limit = 1
+    profile.save()
+    _, reply = queue_reply(make_conversation(make_user(), "deepseek-v3"), "Hello")
+    pool = pool_name("deepseek-v3")
+    saved = []
+    save = Message.save
+
+    def save_and_look(message, *args, **kwargs):
+        if message.role == Message.Role.ASSISTANT:
+            # Would a colleague's request to the model's one slot go in now?
+            fits = get_admission().peek(pool, "colleague", INTERACTIVE, 1) is None
+            saved.append((message.status, fits))
+        return save(message, *args, **kwargs)
+
+    monkeypatch.setattr(Message, "save", save_and_look)
+
+    generate_reply(reply.pk)
+
+    assert saved[0] == (Message.Status.STREAMING, False)
+    assert saved[-1] == (Message.Status.STOP, True)
