@@ -63,7 +63,7 @@ PEEK_ID = "__peek__"
 # about the queue at least once a second: a wait between two calls runs up to
 # a POLL_SECONDS past this, and on a busy host the update's trip to the
 # browser adds a tenth of a second or more.
-ON_WAIT_INTERVAL = 0.6
+ON_WAIT_INTERVAL = 0.5
 # Weight of the newest hold time in the moving average behind the ETA.
 HOLD_AVERAGE_WEIGHT = 0.3
 KEY_PREFIX = "admission"

@@ -121,6 +121,9 @@ class AppChat:
     last_queue_at: float | None = None
     # Shown a place in the queue before it started (else it went straight in).
     queued: bool = False
+    # The first place came with the question (the app's estimate), not from
+    # the worker's ticket.
+    place_with_question: bool = False
     longest_queue_gap: float = 0.0
     status: str = "no end event"
     error_code: str = ""
@@ -456,9 +459,12 @@ async def follow(ws, chat):
         if message["type"] == "posted":
             reply_id = message["reply"]["id"]
             if message.get("expected_queue"):
-                # The place the reply may expect, shown with the question.
+                # The place the reply may expect, shown with the question:
+                # the first queue update, the worker's reports follow.
                 chat.first_notice_at = chat.first_notice_at or now
+                chat.last_queue_at = now
                 chat.queued = True
+                chat.place_with_question = True
         if message["type"] != "replies":
             continue
 
@@ -629,7 +635,8 @@ def print_report(args, direct, through_app, limits, probe, added_tokens):
         "profile's input limit. place s: the longest a user who had to queue "
         "waited after sending to see their place; start s: the longest a user "
         "let straight through waited to see the reply start; gap s: the longest "
-        "between two queue updates (all three real seconds). other: requests the "
+        "between two queue updates, the place shown with the question the first "
+        "(all three real seconds). other: requests the "
         "app made besides the replies during the cell (conversation titles)."
     )
 

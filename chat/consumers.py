@@ -166,6 +166,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         )
         self.sent_seq[posted["reply"]["id"]] = posted["reply"]["seq"]
         await self.send_json({**posted, "client_token": content.get("client_token")})
+        if not conversation_id:
+            # No other tab can be showing a conversation begun a moment ago.
+            return
         # Other tabs on the same conversation show the question and follow
         # the reply too.
         await self.channel_layer.group_send(
@@ -196,15 +199,17 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 pk=_as_int(content["parent_id"])
             ).first()
 
-        place = self._expected_place(profile)
-        question, reply = actions.post_question(
-            conversation,
-            content.get("text"),
-            profile.name,
-            attachment_ids,
-            parent,
-            new_conversation=started,
-        )
+        with actions.posting_to(profile.name) as posting:
+            place = self._expected_place(profile, posting)
+            question, reply = actions.post_question(
+                conversation,
+                content.get("text"),
+                profile.name,
+                attachment_ids,
+                parent,
+                new_conversation=started,
+                posting=posting,
+            )
         posted = {
             "type": "posted",
             "conversation": {
@@ -219,9 +224,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             posted["expected_queue"] = actions.expected_queue_data(place)
         return posted
 
-    def _expected_place(self, profile):
+    def _expected_place(self, profile, posting):
         try:
-            return actions.expected_place(self.user.pk, profile)
+            return actions.expected_place(self.user.pk, profile, posting)
         except Exception:  # noqa: BLE001 - the worker's own notices follow anyway
             logger.warning("no queue estimate for %s", profile.name, exc_info=True)
             return None

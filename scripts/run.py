@@ -114,7 +114,7 @@ def start_servers(env, host, port):
     # at once (each reading its conversation and counting its prompt) only
     # prepares them to wait in the model's queue. On a host with CPU to
     # spare it makes no difference.
-    worker_nice = env_nice("WORKER_NICE", 5)
+    worker_nice = env_nice("WORKER_NICE", 10)
     worker = subprocess.Popen(
         [
             str(BIN_DIR / "celery"),
