@@ -1,20 +1,13 @@
 """Writes that start or end work on a reply or change a conversation, shared
 by the consumer and the views."""
 
-import collections
 import datetime
 import logging
-import threading
-from contextlib import contextmanager
 
 from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
-from assistant import quotas
-from assistant.admission import INTERACTIVE, QueuePlace, clamp_cost, get_admission
-from assistant.backends import connection_for_profile
-from assistant.completion import pool_name
 from assistant.eventlog import get_event_log
 from assistant.models import ModelProfile
 from chat import attachments, presets, tree
@@ -63,7 +56,7 @@ def post_question(
     without one the end of the branch on show; in a conversation just
     started (new_conversation) there is none to look for. `attachment_ids`
     name files the user uploaded for this question; any that are not theirs
-    or already sent are ignored. `posting`, from posting_to, learns the
+    or already sent are ignored. `posting`, from queue_places.posting_to, learns the
     reply's pk before the commit.
     """
     if parent is None and not new_conversation:
@@ -200,129 +193,6 @@ def retry_reply(reply, mode=RetryMode.SAME):
 
 def request_stop(reply):
     cache.set(reply.stop_key, 1, STOP_KEY_TTL)
-
-
-class Posting:
-    """A question to `model` that a thread of this process is storing.
-
-    reply_pk is set once its reply is inserted, before the commit that
-    shows the reply to other threads.
-    """
-
-    def __init__(self, model):
-        self.model = model
-        self.reply_pk = None
-
-
-# The questions this process's threads are storing at this moment, by model:
-# until they commit, the database cannot show them to each other.
-_postings = collections.defaultdict(set)
-_postings_lock = threading.Lock()
-
-
-@contextmanager
-def posting_to(model):
-    """Around the estimate and the storing of a question to `model`; yields
-    its Posting, for expected_place and post_question.
-
-    In a burst several threads estimate at once, and each would otherwise
-    be told it goes straight in by replies that do not exist yet. Posts in
-    other processes still race; the worker's own report of its ticket
-    corrects the estimate then.
-    """
-    posting = Posting(model)
-    with _postings_lock:
-        _postings[model].add(posting)
-    try:
-        yield posting
-    finally:
-        with _postings_lock:
-            _postings[model].discard(posting)
-            if not _postings[model]:
-                del _postings[model]
-
-
-def _others_posting(posting):
-    with _postings_lock:
-        return [
-            other for other in _postings.get(posting.model, ()) if other is not posting
-        ]
-
-
-def expected_place(user_id, profile, posting=None):
-    """Where a reply to model `profile` posted now would stand in its queue;
-    None if it fits.
-
-    Asked just before the reply is posted, so that neither the reply nor
-    its worker's ticket is counted ahead of itself; replies being posted
-    beside it (`posting`, from posting_to) are counted ahead. The worker
-    reports the place its ticket really holds once it runs, but on a busy
-    machine it may start seconds later; until then the browser would show
-    a bare spinner.
-    """
-    pool = pool_name(profile.name, connection_for_profile(profile))
-    place = get_admission().peek(pool, user_id, INTERACTIVE, profile.concurrency_limit)
-    return place or place_behind_open_replies(profile.name, profile, posting)
-
-
-def place_behind_open_replies(model, profile, posting=None):
-    """Where a new reply stands behind the model's replies posted before it.
-
-    When many people ask at once, the workers of their replies have not
-    queued tickets yet, so the admission queue looks empty and peek() says
-    every reply goes straight in. The open replies say otherwise: those
-    being written hold their slots, the queued ones take what is left in
-    the order they were posted, and the rest wait, a new one behind them.
-    Fair order between users, and batch work in the same pool, may move it;
-    the worker's own events then say. None when it fits.
-    """
-    capacity = profile.concurrency_limit
-    if capacity is None:
-        return None
-
-    others_posting = _others_posting(posting) if posting else []
-    stored = list(
-        Message.objects.filter(
-            model=model,
-            role=Message.Role.ASSISTANT,
-            status__in=[Message.Status.QUEUED, Message.Status.STREAMING],
-            created__gte=quotas.in_flight_since(),
-        )
-        .order_by("pk")
-        .values_list("pk", "status", "prompt_estimate")
-    )
-    stored_pks = {pk for pk, _, _ in stored}
-    # Read after the query: a post that committed before it had set its
-    # reply_pk before committing, so it is not counted twice.
-    unseen = sum(1 for other in others_posting if other.reply_pk not in stored_pks)
-    open_replies = [(status, estimate) for _, status, estimate in stored]
-    open_replies += [(Message.Status.QUEUED, None)] * unseen
-
-    def cost(prompt_estimate):
-        return clamp_cost(profile.admission_cost(prompt_estimate or 0), capacity)
-
-    streaming = Message.Status.STREAMING
-    used = sum(cost(e) for status, e in open_replies if status == streaming)
-    waiting = []
-    for status, estimate in open_replies:
-        if status == streaming:
-            continue
-        if not waiting and used + cost(estimate) <= capacity:
-            used += cost(estimate)
-        else:
-            waiting.append(cost(estimate))
-    if not waiting and used + cost(None) <= capacity:
-        return None
-    return QueuePlace(position=len(waiting) + 1, ahead_cost=sum(waiting), eta=None)
-
-
-def expected_queue_data(place):
-    """The `place` from expected_place as the page shows it with the question.
-
-    Not yet the place of the worker's own ticket: the worker's queue events
-    replace it.
-    """
-    return {"position": place.position, "eta": place.eta}
 
 
 def _enqueue(reply_id):

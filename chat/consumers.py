@@ -2,14 +2,19 @@
 
 The browser sends actions (`watch`, `send`, `stop`, `retry`, and for
 branches `regenerate`, `edit`, `switch`, `path`); the worker's
-events reach it through the conversation's group. Validation failures come
-back as short codes the page translates, so the user's text stays in the
-composer and nothing is lost.
+events reach it through the conversation's group. Until a queued reply's
+worker says where the reply stands, this socket tells the page its estimate
+(chat.queue_places). Validation failures come back as short codes the page
+translates, so the user's text stays in the composer and nothing is lost.
 """
 
+import asyncio
+import contextvars
 import itertools
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from channels.db import database_sync_to_async
@@ -18,9 +23,11 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.db.models import Q
 
+from assistant.admission import QueuePlace
 from assistant.eventlog import get_event_log
+from assistant.models import ModelProfile
 from assistant.signals import session_group
-from chat import actions, presets
+from chat import actions, presets, queue_places
 from chat.models import Conversation, Message
 from chat.recovery import abandoned_replies, recover_abandoned
 from chat.views import message_data, offered_model_names, offered_profile, path_data
@@ -32,6 +39,9 @@ logger = logging.getLogger(__name__)
 CLOSE_UNAUTHENTICATED = 4401
 # A page asks after the replies it shows as open; a handful is plenty.
 MAX_WATCHED_REPLIES = 20
+# A reply whose worker has not said anything yet, but may go straight in
+# once it starts: the next in line.
+NEXT_IN_LINE = QueuePlace(position=1, ahead_cost=0, eta=None)
 
 
 # Channels runs the database calls of every socket of the process in one
@@ -46,6 +56,19 @@ _action_threads = [
     for number in range(settings.CHAT_ACTION_THREADS)
 ]
 _action_turns = itertools.count()
+
+
+@asynccontextmanager
+async def on_an_action_thread():
+    """Run the database calls inside on the next of the action threads."""
+    async with ThreadSensitiveContext(executor=next_action_thread()):
+        try:
+            yield
+        finally:
+            # As Django does when a request ends: the thread's connection
+            # is closed once past CONN_MAX_AGE or broken. The thread
+            # outlives the action, and so would the connection.
+            await sync_to_async(close_old_connections)()
 
 
 def next_action_thread():
@@ -76,6 +99,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self.user = self.scope.get("user")
         # The last event number of each reply this socket has been sent.
         self.sent_seq = {}
+        # The queued replies whose place this socket tells its page until
+        # their workers report (follow_place).
+        self.place_followers = {}
         self.group = None
         self.session_group_name = None
         if self.user is None or not self.user.is_authenticated:
@@ -97,6 +123,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.accept()
 
     async def disconnect(self, code):
+        self._stop_following_places()
         await self._leave_group()
         if self.session_group_name is not None:
             await self.channel_layer.group_discard(
@@ -109,14 +136,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self._refuse("bad_request")
             return
 
-        async with ThreadSensitiveContext(executor=next_action_thread()):
-            try:
-                await getattr(self, self.ACTIONS[action])(content)
-            finally:
-                # As Django does when a request ends: the thread's connection
-                # is closed once past CONN_MAX_AGE or broken. The thread
-                # outlives the action, and so would the connection.
-                await sync_to_async(close_old_connections)()
+        async with on_an_action_thread():
+            await getattr(self, self.ACTIONS[action])(content)
 
     async def watch(self, content):
         conversation = await self._get_conversation(content.get("conversation_id"))
@@ -133,6 +154,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             numbers += [event["seq"] for event in snapshot["events"]]
             self.sent_seq[snapshot["message_id"]] = max(numbers)
             await self.send_json(snapshot)
+            if snapshot["message"]["status"] == Message.Status.QUEUED:
+                self.follow_place(snapshot["message_id"], snapshot["message"]["model"])
 
     async def send_question(self, content):
         text = content.get("text")
@@ -166,6 +189,12 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         )
         self.sent_seq[posted["reply"]["id"]] = posted["reply"]["seq"]
         await self.send_json({**posted, "client_token": content.get("client_token")})
+        self.follow_place(
+            posted["reply"]["id"],
+            profile.name,
+            profile,
+            place_shown="expected_queue" in posted,
+        )
         if not conversation_id:
             # No other tab can be showing a conversation begun a moment ago.
             return
@@ -199,7 +228,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 pk=_as_int(content["parent_id"])
             ).first()
 
-        with actions.posting_to(profile.name) as posting:
+        with queue_places.posting_to(profile.name) as posting:
             place = self._expected_place(profile, posting)
             question, reply = actions.post_question(
                 conversation,
@@ -221,12 +250,12 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             "reply": message_data(reply),
         }
         if place is not None:
-            posted["expected_queue"] = actions.expected_queue_data(place)
+            posted["expected_queue"] = queue_places.expected_queue_data(place)
         return posted
 
     def _expected_place(self, profile, posting):
         try:
-            return actions.expected_place(self.user.pk, profile, posting)
+            return queue_places.expected_place(self.user.pk, profile, posting)
         except Exception:  # noqa: BLE001 - the worker's own notices follow anyway
             logger.warning("no queue estimate for %s", profile.name, exc_info=True)
             return None
@@ -254,6 +283,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_send(
             reply.conversation.group_name, {"type": "reply.events", "events": [reset]}
         )
+        self.follow_place(reply.pk, reply.model)
 
     async def regenerate_reply(self, content):
         reply = await self._get_reply(content.get("message_id"))
@@ -274,6 +304,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self._refuse("not_found")
             return
         await self._announce_path(reply.conversation)
+        self.follow_place(made.pk, model)
 
     async def edit_question(self, content):
         question = await self._get_question(content.get("message_id"))
@@ -289,8 +320,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return
 
         await self._join_group(question.conversation.group_name)
-        await database_sync_to_async(actions.edit_question)(question, text, model)
+        _edited, reply = await database_sync_to_async(actions.edit_question)(
+            question, text, model
+        )
         await self._announce_path(question.conversation)
+        self.follow_place(reply.pk, model)
 
     async def switch_branch(self, content):
         """Show another version of a message, with that version's continuation.
@@ -325,6 +359,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json(await self._path_message(conversation))
 
     async def reply_events(self, message):
+        self._stop_following_reported(message["events"])
         events = await self._in_order(message["events"])
         if events:
             await self.send_json({"type": "replies", "events": events})
@@ -385,6 +420,101 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             reply = message["posted"]["reply"]
             self.sent_seq.setdefault(reply["id"], reply["seq"])
             await self.send_json(message["posted"])
+            self.follow_place(
+                reply["id"],
+                reply["model"],
+                place_shown="expected_queue" in message["posted"],
+            )
+
+    def follow_place(self, reply_id, model, profile=None, place_shown=False):
+        """Tell this page where a queued reply stands until its worker does.
+
+        The worker reports the place its ticket holds once it runs the
+        reply's task, which on a busy host may be seconds after the question
+        was posted; until then the page hears this process's estimate every
+        PLACE_INTERVAL, as it would hear the worker.
+        """
+        if reply_id in self.place_followers:
+            return
+        if len(self.place_followers) >= MAX_WATCHED_REPLIES:
+            return
+        # A context of its own: the action that starts it ends long before
+        # it does, and with the action its thread context.
+        self.place_followers[reply_id] = asyncio.create_task(
+            self._tell_place_until_reported(reply_id, model, profile, place_shown),
+            context=contextvars.Context(),
+        )
+
+    async def _tell_place_until_reported(self, reply_id, model, profile, place_shown):
+        # Bounded like the worker's own wait; a reply whose task never runs
+        # is ended by the recovery of abandoned replies, not here.
+        deadline = time.monotonic() + settings.QUEUE_TIMEOUT
+        try:
+            if profile is None:
+                async with on_an_action_thread():
+                    profile = await self._profile_named(model)
+            if profile is None or profile.concurrency_limit is None:
+                return
+            while time.monotonic() < deadline:
+                await asyncio.sleep(queue_places.PLACE_INTERVAL)
+                place = await self._place_of_reply(reply_id, profile)
+                if place is queue_places.NOT_QUEUED:
+                    return
+                if place is None and not place_shown:
+                    # It goes straight in once its worker starts: nothing
+                    # to tell beyond "queued".
+                    continue
+                place_shown = True
+                await self.send_json(
+                    {
+                        "type": "replies",
+                        "events": [self._estimated_place_event(reply_id, place)],
+                    }
+                )
+        except Exception:  # noqa: BLE001 - the worker's own reports follow anyway
+            logger.warning("no queue estimate for reply %s", reply_id, exc_info=True)
+        finally:
+            self.place_followers.pop(reply_id, None)
+
+    def _estimated_place_event(self, reply_id, place):
+        place = place or NEXT_IN_LINE
+        return {
+            "message_id": reply_id,
+            "seq": self.sent_seq.get(reply_id, 0),
+            "kind": "queue",
+            "live": True,
+            # Not the worker's report: the page drops it once it has one.
+            "expected": True,
+            "position": place.position,
+            "eta": place.eta,
+        }
+
+    async def _place_of_reply(self, reply_id, profile):
+        async with on_an_action_thread():
+            return await database_sync_to_async(queue_places.place_of_reply)(
+                reply_id, profile
+            )
+
+    @database_sync_to_async
+    def _profile_named(self, model):
+        return ModelProfile.objects.filter(name=model).first()
+
+    def _stop_following_reported(self, events):
+        """Stop estimating the places of replies whose workers now speak.
+
+        A retry's reset comes from the page's action, not from the worker.
+        """
+        for event in events:
+            if event.get("expected") or event.get("kind") == "reset":
+                continue
+            follower = self.place_followers.pop(event["message_id"], None)
+            if follower is not None:
+                follower.cancel()
+
+    def _stop_following_places(self):
+        for follower in self.place_followers.values():
+            follower.cancel()
+        self.place_followers.clear()
 
     async def conversation_renamed(self, message):
         await self.send_json(
@@ -441,6 +571,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self.group = group
 
     async def _leave_group(self):
+        # The page no longer shows that conversation's replies.
+        self._stop_following_places()
         if self.group is not None:
             await self.channel_layer.group_discard(self.group, self.channel_name)
             self.group = None

@@ -265,6 +265,10 @@
         break;
       case "reset":
         this.status = "queued";
+        // A new attempt waits anew: estimates count again until its worker
+        // reports.
+        this.heardFromQueue = false;
+        this.queuePosition = null;
         this.reasoning = this.answer = "";
         this.reasoningText.textContent = "";
         this.errorCode = this.errorDetail = this.warningCode = "";

@@ -505,3 +505,92 @@ async def test_one_sockets_slow_write_does_not_hold_up_another_socket(
     await receive_until(quick, is_end)
     await slow.disconnect()
     await quick.disconnect()
+
+
+def is_estimated_place(message):
+    return (
+        message.get("type") == "reply"
+        and message.get("kind") == "queue"
+        and message.get("expected") is True
+    )
+
+
+async def test_it_tells_the_page_its_place_until_the_worker_reports(
+    model_api, monkeypatch
+):
+    """The reply's task has not started (a busy worker): the web process
+    keeps the page's place fresh, a page opened later included, and leaves
+    it to the worker once the worker speaks."""
+    from assistant.models import ModelProfile
+    from chat import actions
+    from chat.streams import ReplyPublisher
+
+    held_back = []
+    monkeypatch.setattr(actions, "_enqueue", held_back.append)
+    profile = await database_sync_to_async(ModelProfile.ensure)("deepseek-v3")
+    profile.concurrency_limit = 1
+    await database_sync_to_async(profile.save)()
+    colleague = await database_sync_to_async(make_user)("colleague")
+    ahead = []
+    for question in ("being answered", "asked a moment ago"):
+        conversation = await database_sync_to_async(make_conversation)(
+            colleague, "deepseek-v3"
+        )
+        _question, reply = await database_sync_to_async(queue_reply)(
+            conversation, question
+        )
+        ahead.append(reply)
+    await database_sync_to_async(Message.objects.filter(pk=ahead[0].pk).update)(
+        status=Message.Status.STREAMING
+    )
+
+    user = await database_sync_to_async(make_user)()
+    page = await connect(user)
+    try:
+        await page.send_json_to(
+            {"action": "send", "text": "Queue me", "model": "deepseek-v3"}
+        )
+        posted = (await receive_until(page, lambda m: m["type"] == "posted"))[-1]
+        reply_id = posted["reply"]["id"]
+        assert posted["expected_queue"]["position"] == 2
+        assert held_back == [reply_id]
+
+        estimate = (await receive_until(page, is_estimated_place))[-1]
+        assert (estimate["message_id"], estimate["position"]) == (reply_id, 2)
+
+        # A page opened now hears the place too, after its snapshot.
+        reloaded = await connect(user)
+        await reloaded.send_json_to(
+            {"action": "watch", "conversation_id": posted["conversation"]["id"]}
+        )
+        estimate = (await receive_until(reloaded, is_estimated_place))[-1]
+        assert estimate["position"] == 2
+        await reloaded.disconnect()
+
+        # The colleague's first reply ends and the second starts.
+        await database_sync_to_async(Message.objects.filter(pk=ahead[0].pk).update)(
+            status=Message.Status.STOP
+        )
+        await database_sync_to_async(Message.objects.filter(pk=ahead[1].pk).update)(
+            status=Message.Status.STREAMING
+        )
+        moved = await receive_until(
+            page, lambda m: is_estimated_place(m) and m["position"] == 1
+        )
+        assert moved[-1]["message_id"] == reply_id
+
+        # The worker starts the task and reports its ticket's place.
+        reply = await database_sync_to_async(
+            Message.objects.select_related("conversation").get
+        )(pk=reply_id)
+        publisher = await database_sync_to_async(ReplyPublisher)(reply)
+        publisher.publish_live("queue", position=1, eta=3.0)
+        await asyncio.to_thread(publisher.close)
+        reported = await receive_until(
+            page, lambda m: m.get("kind") == "queue" and "expected" not in m
+        )
+        assert reported[-1]["eta"] == 3.0
+        # From then on the worker alone speaks of the place.
+        assert await page.receive_nothing(timeout=1.5)
+    finally:
+        await page.disconnect()
