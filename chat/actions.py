@@ -179,6 +179,9 @@ def retry_reply(reply, mode=RetryMode.SAME):
     reply.duration_ms = None
     reply.started_at = None
     reply.reasoning_started_at = None
+    # The first attempt's stamp would make the queued retry look abandoned
+    # to the next page that watches, until its worker starts.
+    reply.heartbeat_at = None
     reply.warning_code = ""
     # A numbered "reset" tells every watching browser to clear the bubble;
     # events of the first attempt carry lower numbers and are ignored.

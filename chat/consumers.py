@@ -283,7 +283,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_send(
             reply.conversation.group_name, {"type": "reply.events", "events": [reset]}
         )
-        self.follow_place(reply.pk, reply.model)
+        # Not followed: a retry keeps the row, and with it the place among
+        # the open replies of its first attempt, ahead of everything posted
+        # since. Its worker's reports alone say where it stands.
 
     async def regenerate_reply(self, content):
         reply = await self._get_reply(content.get("message_id"))
@@ -474,7 +476,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         except Exception:  # noqa: BLE001 - the worker's own reports follow anyway
             logger.warning("no queue estimate for reply %s", reply_id, exc_info=True)
         finally:
-            self.place_followers.pop(reply_id, None)
+            # A cancelled follower may end after another took its place.
+            if self.place_followers.get(reply_id) is asyncio.current_task():
+                del self.place_followers[reply_id]
 
     def _estimated_place_event(self, reply_id, place):
         place = place or NEXT_IN_LINE
@@ -526,6 +530,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         )
 
     async def session_ended(self, message):
+        self._stop_following_places()
         await self.close(code=CLOSE_UNAUTHENTICATED)
 
     async def _text_and_model_fit(self, text, model):

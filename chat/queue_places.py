@@ -19,6 +19,7 @@ import collections
 import threading
 import time
 from contextlib import contextmanager
+from typing import NamedTuple
 
 from assistant import quotas
 from assistant.admission import (
@@ -118,11 +119,11 @@ def place_behind_open_replies(model, profile, posting=None):
 
     others_posting = _others_posting(posting) if posting else []
     stored = _read_open_replies(model)
-    stored_pks = {pk for pk, _, _ in stored}
+    stored_pks = {row.pk for row in stored}
     # Read after the query: a post that committed before it had set its
     # reply_pk before committing, so it is not counted twice.
     unseen = sum(1 for other in others_posting if other.reply_pk not in stored_pks)
-    ahead = [(status, estimate) for _, status, estimate in stored]
+    ahead = [(row.status, row.prompt_estimate) for row in stored]
     ahead += [(Message.Status.QUEUED, None)] * unseen
     return _place_behind(ahead, profile, newcomer_estimate=None)
 
@@ -136,8 +137,13 @@ def place_of_reply(reply_pk, profile):
     """
     capacity = profile.concurrency_limit
     open_replies = _open_replies(profile.name)
-    own = next((row for row in open_replies if row[0] == reply_pk), None)
-    if own is None or own[1] == STREAMING:
+    own = _row_of(reply_pk, open_replies)
+    if own is None:
+        # A read from before the reply was stored may still be the
+        # snapshot; only a read of now says it is gone.
+        open_replies = _open_replies(profile.name, fresh=True)
+        own = _row_of(reply_pk, open_replies)
+    if own is None or own.status == STREAMING:
         return NOT_QUEUED
     if capacity is None:
         return None
@@ -145,11 +151,34 @@ def place_of_reply(reply_pk, profile):
     # Replies being written hold their slots whenever they were posted; of
     # the queued ones only those posted earlier go first.
     ahead = [
-        (status, estimate)
-        for pk, status, estimate in open_replies
-        if status == STREAMING or pk < reply_pk
+        (row.status, row.prompt_estimate)
+        for row in open_replies
+        if row.status == STREAMING or row.pk < reply_pk
     ]
-    return _place_behind(ahead, profile, newcomer_estimate=own[2])
+    place = _place_behind(ahead, profile, newcomer_estimate=own.prompt_estimate)
+    return place or _place_beside_other_work(own, profile)
+
+
+def _place_beside_other_work(own, profile):
+    """The admission queue's place for a reply no chat reply holds back.
+
+    Polish chunks, conversions and API requests hold slots of the same pool
+    without any chat reply being open; the admission queue knows them, and
+    how long its slots are held, so it gives a wait too. It places the reply
+    as if it queued now, which is right while no other reply waits.
+    """
+    pool = pool_name(profile.name, connection_for_profile(profile))
+    return get_admission().peek(
+        pool,
+        own.user_id,
+        INTERACTIVE,
+        profile.concurrency_limit,
+        cost=profile.admission_cost(own.prompt_estimate or 0),
+    )
+
+
+def _row_of(reply_pk, open_replies):
+    return next((row for row in open_replies if row.pk == reply_pk), None)
 
 
 def _place_behind(open_replies, profile, newcomer_estimate):
@@ -180,13 +209,20 @@ def _place_behind(open_replies, profile, newcomer_estimate):
     return QueuePlace(position=len(waiting) + 1, ahead_cost=sum(waiting), eta=None)
 
 
+class OpenReply(NamedTuple):
+    pk: int
+    status: str
+    prompt_estimate: int | None
+    user_id: int
+
+
 def _read_open_replies(model):
-    """(pk, status, prompt estimate) of the model's open replies, oldest first.
+    """The model's open replies as OpenReply rows, oldest first.
 
     A reply left open by a worker that died stops counting once it is older
     than any request could be.
     """
-    return list(
+    rows = (
         Message.objects.filter(
             model=model,
             role=Message.Role.ASSISTANT,
@@ -194,29 +230,35 @@ def _read_open_replies(model):
             created__gte=quotas.in_flight_since(),
         )
         .order_by("pk")
-        .values_list("pk", "status", "prompt_estimate")
+        .values_list("pk", "status", "prompt_estimate", "conversation__user_id")
     )
+    return [OpenReply(*row) for row in rows]
 
 
-# model -> (monotonic time of the read, its rows)
+# model -> (monotonic time the read began, its rows)
 _snapshots = {}
 _snapshots_lock = threading.Lock()
 
 
-def _open_replies(model):
+def _open_replies(model, fresh=False):
     """_read_open_replies, read again at most every SNAPSHOT_SECONDS.
 
     Sixty pages waiting on one model ask twice a second each; without this
-    every one of them would read the same rows.
+    every one of them would read the same rows. A snapshot is as old as the
+    moment its read began, and a slow read never replaces a newer one.
     """
-    with _snapshots_lock:
-        taken = _snapshots.get(model)
-    if taken is not None and time.monotonic() - taken[0] < SNAPSHOT_SECONDS:
-        return taken[1]
+    if not fresh:
+        with _snapshots_lock:
+            taken = _snapshots.get(model)
+        if taken is not None and time.monotonic() - taken[0] < SNAPSHOT_SECONDS:
+            return taken[1]
 
+    began = time.monotonic()
     rows = _read_open_replies(model)
     with _snapshots_lock:
-        _snapshots[model] = (time.monotonic(), rows)
+        taken = _snapshots.get(model)
+        if taken is None or taken[0] < began:
+            _snapshots[model] = (began, rows)
     return rows
 
 

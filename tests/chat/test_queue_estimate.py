@@ -167,9 +167,44 @@ def test_a_long_prompt_ahead_takes_the_room_of_several(one_slot):
 
 
 def test_the_open_replies_are_read_once_for_every_page_asking_together(
-    one_slot, django_assert_num_queries
+    one_slot, django_assert_num_queries, monkeypatch
 ):
+    # However slowly this machine runs the loop below.
+    monkeypatch.setattr(queue_places, "SNAPSHOT_SECONDS", 60)
     own = queued(make_user(), "mine")
     with django_assert_num_queries(1):
         for _page in range(20):
             queue_places.place_of_reply(own.pk, one_slot)
+
+
+def test_a_reply_stored_after_the_snapshot_is_still_followed(one_slot, monkeypatch):
+    """A read from before the reply's commit is not taken for its end."""
+    monkeypatch.setattr(queue_places, "SNAPSHOT_SECONDS", 60)
+    colleague = make_user("colleague")
+    start_writing(queued(colleague, "being answered"))
+    queue_places._open_replies(MODEL)
+    own = queued(make_user(), "mine")
+
+    place = queue_places.place_of_reply(own.pk, one_slot)
+
+    assert place is not queue_places.NOT_QUEUED
+    assert (place.position, place.ahead_cost) == (1, 0)
+
+
+def test_a_slot_held_by_other_work_is_counted_with_its_wait(one_slot):
+    """No chat reply is open, but a polish chunk holds the one slot."""
+    from assistant.admission import BATCH, get_admission
+    from assistant.backends import connection_for_profile
+    from assistant.completion import pool_name
+
+    admission = get_admission()
+    pool = pool_name(MODEL, connection_for_profile(one_slot))
+    chunk = admission.try_admit(admission.enqueue(pool, "author", BATCH), 1)
+    assert chunk is not None
+    try:
+        own = queued(make_user(), "mine")
+        place = queue_places.place_of_reply(own.pk, one_slot)
+    finally:
+        chunk.release()
+
+    assert (place.position, place.ahead_cost) == (1, 0)

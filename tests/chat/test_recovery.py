@@ -106,3 +106,22 @@ def test_the_heartbeat_stamps_the_reply_while_it_runs(settings):
     assert first > stale
     assert renewed > first
     assert recover_abandoned() == 0
+
+
+def test_it_leaves_a_retried_reply_waiting_for_its_worker(settings, monkeypatch):
+    """A retry is queued again: its first attempt's stamp is not its own."""
+    from chat import actions
+
+    settings.REPLY_HEARTBEAT_SECONDS = 5
+    held_back = []
+    monkeypatch.setattr(actions, "_enqueue", held_back.append)
+    reply = streaming_reply(heartbeat_age=600)
+    Message.objects.filter(pk=reply.pk).update(status=Message.Status.STOPPED)
+    reply.refresh_from_db()
+
+    actions.retry_reply(reply)
+
+    assert held_back == [reply.pk]
+    assert recover_abandoned() == 0
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.QUEUED
