@@ -287,6 +287,19 @@ class Stack:
                     return hostname.split("@", 1)[0]
         return None
 
+    def workers_with_replies(self):
+        """The names of the workers that hold a reply's task at this moment."""
+        app = self.control()
+        try:
+            active = app.control.inspect(timeout=2).active() or {}
+        finally:
+            app.close()
+        return {
+            hostname.split("@", 1)[0]
+            for hostname, tasks in active.items()
+            if any(task["name"] == "chat.tasks.generate_reply" for task in tasks)
+        }
+
     def rss_bytes(self):
         """Resident memory of the Daphne and Celery processes, summed."""
         total = 0

@@ -35,6 +35,10 @@ PASSWORD = "loopback-password-42"
 # middle of it.
 SLOW_QUESTION = "Explain the Doppler effect. [[sim delay=0.04 words=100]]"
 SHORT_QUESTION = "What is a photon? [[sim delay=0.01 words=5]]"
+# About a second of reply: long enough for many to queue behind two slots.
+MEDIUM_QUESTION = "What is a laser? [[sim delay=0.02 words=25]]"
+# More than one worker takes at once: eight threads and eight reserved.
+QUESTIONS_AT_ONCE = 20
 LEASE_SECONDS = 3
 HEARTBEAT_SECONDS = 3
 
@@ -203,6 +207,43 @@ def test_a_killed_workers_slot_is_released(stack, cookie):
         assert follower.status == "stop"
     finally:
         set_concurrency_limit(stack, 4)
+
+
+def test_both_workers_together_keep_to_the_models_limit(stack, cookie, simulator):
+    """Twenty questions at once through both Daphnes: more than one worker
+    takes (eight threads, eight more reserved), so both write replies, and
+    the model never has more than its two slots' worth at once."""
+    # The profile exists once the model has been asked.
+    run_coroutine(ask_to_the_end(stack.url("daphne1"), cookie))
+    set_concurrency_limit(stack, 2)
+    simulator.reset_stats()
+    seen_writing = set()
+
+    async def one_question(daphne):
+        async with chatclient.open_socket(stack.url(daphne), cookie) as ws:
+            follower = await chatclient.ask(ws, MEDIUM_QUESTION, MODEL)
+            return await chatclient.follow_for(ws, follower, 120)
+
+    async def scenario():
+        questions = asyncio.gather(
+            *(one_question(f"daphne{1 + n % 2}") for n in range(QUESTIONS_AT_ONCE))
+        )
+        # Which workers hold the replies' tasks, written or waiting for a
+        # slot, while they run.
+        while not questions.done():
+            seen_writing.update(await asyncio.to_thread(stack.workers_with_replies))
+            await asyncio.sleep(0.5)
+        return await questions
+
+    try:
+        followers = run_coroutine(scenario())
+    finally:
+        set_concurrency_limit(stack, 4)
+
+    assert [f.status for f in followers] == ["stop"] * QUESTIONS_AT_ONCE
+    assert all(f.gaps == [] and len(f.answer) > 50 for f in followers)
+    assert seen_writing == set(stack.workers)
+    assert simulator.stats["max_active"] == 2
 
 
 def set_concurrency_limit(stack, limit):
