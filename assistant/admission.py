@@ -320,15 +320,36 @@ def clamp_cost(cost, capacity):
     return cost if capacity is None else min(cost, capacity)
 
 
-def estimate_eta(shortfall, capacity, hold_average):
+def estimate_eta(shortfall, capacity, holds, hold_averages, rank):
     """Seconds until `shortfall` more units are free, None when unknown.
 
-    Slots free up at about capacity / hold_average units a second when the
-    pool is busy; hold_average is the moving average of recent hold times.
+    holds: (cost, age in seconds, rank) of each lease held now;
+    hold_averages: the moving average of recent hold times by rank, since a
+    batch request (a title, a polish chunk) holds its slot for another time
+    than a chat reply. Each lease is expected to end when it reaches its
+    rank's average, so the estimate counts down as the leases age; units
+    needed beyond those held now free up at about capacity / average units a
+    second, the average of the waiter's own rank.
     """
-    if capacity is None or hold_average is None:
+    if capacity is None or not hold_averages:
         return None
-    return max(0, shortfall) * hold_average / capacity
+    if shortfall <= 0:
+        return 0.0
+
+    fallback = sum(hold_averages.values()) / len(hold_averages)
+    remaining = sorted(
+        (max(0.0, hold_averages.get(lease_rank, fallback) - age), cost)
+        for cost, age, lease_rank in holds
+    )
+    freed = 0
+    for seconds, cost in remaining:
+        freed += cost
+        if freed >= shortfall:
+            return seconds
+
+    last_end = remaining[-1][0] if remaining else 0.0
+    average = hold_averages.get(rank, fallback)
+    return last_end + (shortfall - freed) * average / capacity
 
 
 class Waiting(NamedTuple):
@@ -345,13 +366,15 @@ class HeldSlots(NamedTuple):
     cost: int
     started_at: float
     expires_at: float
+    rank: int = 0
 
 
 class _MemoryPool:
     def __init__(self):
         self.waiting = {}
         self.leases = {}
-        self.hold_average = None
+        # rank -> moving average of hold times in seconds
+        self.hold_averages = {}
 
     def drop_expired(self, now):
         for ticket_id, entry in list(self.waiting.items()):
@@ -367,6 +390,13 @@ class _MemoryPool:
         for lease in self.leases.values():
             held[lease.user] = held.get(lease.user, 0) + 1
         return sum(lease.cost for lease in self.leases.values()), held
+
+    def holds(self, now):
+        """(cost, age, rank) of each lease, for estimate_eta."""
+        return [
+            (lease.cost, now - lease.started_at, lease.rank)
+            for lease in self.leases.values()
+        ]
 
 
 class MemoryAdmission(AdmissionController):
@@ -408,8 +438,9 @@ class MemoryAdmission(AdmissionController):
             shortfall = used + ahead + cost - (capacity or 0)
             if admit and capacity is not None and shortfall <= 0:
                 return self._admit(ticket, pool, cost, now)
+            holds, hold_averages = pool.holds(now), dict(pool.hold_averages)
 
-        eta = estimate_eta(shortfall, capacity, pool.hold_average)
+        eta = estimate_eta(shortfall, capacity, holds, hold_averages, entry.rank)
         return QueuePlace(position, ahead, eta)
 
     def _peek(self, pool_name, user_key, rank, cost, capacity):
@@ -423,18 +454,22 @@ class MemoryAdmission(AdmissionController):
             position = [e.id for e in order].index(PEEK_ID) + 1
             ahead = sum(clamp_cost(e.cost, capacity) for e in order[: position - 1])
             shortfall = used + ahead + clamp_cost(cost, capacity) - (capacity or 0)
-            hold_average = pool.hold_average
+            holds, hold_averages = pool.holds(now), dict(pool.hold_averages)
         if capacity is not None and shortfall <= 0:
             return None
         return QueuePlace(
-            position, ahead, estimate_eta(shortfall, capacity, hold_average)
+            position,
+            ahead,
+            estimate_eta(shortfall, capacity, holds, hold_averages, rank),
         )
 
     def _admit(self, ticket, pool, cost, now):
         del pool.waiting[ticket.id]
         lease_id = uuid.uuid4().hex
         expires_at = now + self.lease_ttl
-        pool.leases[lease_id] = HeldSlots(ticket.user_key, cost, now, expires_at)
+        pool.leases[lease_id] = HeldSlots(
+            ticket.user_key, cost, now, expires_at, PRIORITIES[ticket.priority]
+        )
         return self._lease(ticket.pool, lease_id, cost)
 
     def _remove(self, ticket):
@@ -461,8 +496,8 @@ class MemoryAdmission(AdmissionController):
             pool = self._pools[pool_name]
             lease = pool.leases.pop(lease_id, None)
             if lease is not None:
-                pool.hold_average = _moving_average(
-                    pool.hold_average, now - lease.started_at
+                pool.hold_averages[lease.rank] = _moving_average(
+                    pool.hold_averages.get(lease.rank), now - lease.started_at
                 )
             self._changed.notify_all()
 
@@ -570,6 +605,24 @@ local function clamp(cost, capacity)
   end
   return cost
 end
+
+-- What a waiter's estimate of its wait needs: the moving average of hold
+-- times of each rank (0 interactive, 1 batch: PRIORITIES in Python), then
+-- cost, age (ms) and rank of each lease held now.
+local function wait_figures(now)
+  local figures = {
+    redis.call('HGET', stats, 'hold_average_ms:0') or '',
+    redis.call('HGET', stats, 'hold_average_ms:1') or '',
+  }
+  local raw = redis.call('HGETALL', leases)
+  for i = 2, #raw, 2 do
+    local lease = cjson.decode(raw[i])
+    table.insert(figures, tostring(lease.c))
+    table.insert(figures, tostring(now - lease.t))
+    table.insert(figures, tostring(lease.r or 0))
+  end
+  return figures
+end
 """
 
 # ARGV: ticket id, its JSON without the sequence number, ticket TTL (ms).
@@ -583,8 +636,8 @@ return ticket.s
 
 # ARGV: ticket id, capacity (0: unknown), admit (1/0), ticket TTL (ms),
 # lease TTL (ms), the new lease's id, the ticket's wake-up key.
-# Returns {'admitted', cost} or {'waiting', position, ahead, used, hold
-# average}, or {'unknown'}.
+# Returns {'admitted', cost} or {'waiting', position, ahead, used, rank,
+# wait figures...}, or {'unknown'}.
 LUA_POLL = """
 local ticket_id, capacity = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
@@ -611,22 +664,27 @@ if ARGV[3] == '1' and capacity > 0 and used + ahead + cost <= capacity then
   redis.call('HDEL', tickets, ticket_id)
   redis.call('ZREM', ticket_expiry, ticket_id)
   redis.call('DEL', ARGV[7])
-  local lease = {u = ticket.u, c = cost, t = now}
+  local lease = {u = ticket.u, c = cost, t = now, r = ticket.r}
   redis.call('HSET', leases, ARGV[6], cjson.encode(lease))
   redis.call('ZADD', lease_expiry, now + tonumber(ARGV[5]), ARGV[6])
   return {'admitted', tostring(cost)}
 end
-local average = redis.call('HGET', stats, 'hold_average_ms') or ''
-return {'waiting', tostring(position), tostring(ahead), tostring(used), average}
+local reply = {'waiting', tostring(position), tostring(ahead), tostring(used),
+  tostring(ticket.r)}
+for _, figure in ipairs(wait_figures(now)) do
+  table.insert(reply, figure)
+end
+return reply
 """
 
 # ARGV: the newcomer's JSON without the sequence number, capacity (0:
 # unknown). Places a newcomer in the fair order without queueing it: it is
 # added and removed inside this one atomic script. Returns {'fits'} or
-# {'waiting', position, ahead, used, hold average}.
+# {'waiting', position, ahead, used, rank, wait figures...}.
 LUA_PEEK = """
 local capacity = tonumber(ARGV[2])
-drop_expired(now_ms())
+local now = now_ms()
+drop_expired(now)
 local newcomer = cjson.decode(ARGV[1])
 newcomer.s = tonumber(redis.call('GET', counter) or '0') + 1
 local peek_id = '__peek__'
@@ -644,8 +702,12 @@ redis.call('HDEL', tickets, peek_id)
 if capacity > 0 and used + ahead + clamp(newcomer.c, capacity) <= capacity then
   return {'fits'}
 end
-local average = redis.call('HGET', stats, 'hold_average_ms') or ''
-return {'waiting', tostring(position), tostring(ahead), tostring(used), average}
+local reply = {'waiting', tostring(position), tostring(ahead), tostring(used),
+  tostring(newcomer.r)}
+for _, figure in ipairs(wait_figures(now)) do
+  table.insert(reply, figure)
+end
+return reply
 """
 
 # ARGV: lease id, lease TTL (ms). Returns 1 if renewed, 0 if already expired.
@@ -674,12 +736,13 @@ end
 
 local lease = cjson.decode(raw)
 local hold = now - lease.t
-local average = tonumber(redis.call('HGET', stats, 'hold_average_ms'))
+local average_key = 'hold_average_ms:' .. tostring(lease.r or 0)
+local average = tonumber(redis.call('HGET', stats, average_key))
 if average then
   local weight = tonumber(ARGV[2])
   hold = (1 - weight) * average + weight * hold
 end
-redis.call('HSET', stats, 'hold_average_ms', tostring(math.floor(hold)))
+redis.call('HSET', stats, average_key, tostring(math.floor(hold)))
 
 drop_expired(now)
 local _, held = usage()
@@ -750,12 +813,9 @@ class RedisAdmission(AdmissionController):
             return self._lease(ticket.pool, lease_id, int(reply[1]))
 
         position, ahead, used = (int(value) for value in reply[1:4])
-        hold_average = int(reply[4]) / 1000 if reply[4] else None
         cost = clamp_cost(ticket.cost, capacity)
         shortfall = used + ahead + cost - (capacity or 0)
-        return QueuePlace(
-            position, ahead, estimate_eta(shortfall, capacity, hold_average)
-        )
+        return QueuePlace(position, ahead, _eta_from(reply, shortfall, capacity))
 
     def _peek(self, pool, user_key, rank, cost, capacity):
         fields = {"u": user_key, "r": rank, "c": cost}
@@ -765,11 +825,8 @@ class RedisAdmission(AdmissionController):
         if reply[0].decode() == "fits":
             return None
         position, ahead, used = (int(value) for value in reply[1:4])
-        hold_average = int(reply[4]) / 1000 if reply[4] else None
         shortfall = used + ahead + clamp_cost(cost, capacity) - (capacity or 0)
-        return QueuePlace(
-            position, ahead, estimate_eta(shortfall, capacity, hold_average)
-        )
+        return QueuePlace(position, ahead, _eta_from(reply, shortfall, capacity))
 
     def _remove(self, ticket):
         keys = self._keys(ticket.pool)
@@ -810,6 +867,20 @@ class RedisAdmission(AdmissionController):
 
 def _ms(seconds):
     return max(1, int(seconds * 1000))
+
+
+def _eta_from(reply, shortfall, capacity):
+    """estimate_eta from a 'waiting' reply of the poll or peek script."""
+    rank = int(reply[4])
+    hold_averages = {
+        each_rank: int(raw) / 1000 for each_rank, raw in enumerate(reply[5:7]) if raw
+    }
+    figures = [int(value) for value in reply[7:]]
+    holds = [
+        (figures[i], figures[i + 1] / 1000, figures[i + 2])
+        for i in range(0, len(figures), 3)
+    ]
+    return estimate_eta(shortfall, capacity, holds, hold_averages, rank)
 
 
 _controller = None

@@ -291,6 +291,9 @@ def _ui_strings():
         "attach.remove": _("Remove"),
         "attach.uploading": _("Attaching…"),
         "status.stopped": _("Stopped. The text so far is kept."),
+        "status.stopped_unstarted": _(
+            "Stopped before the model began: it left the queue."
+        ),
         "status.length_in_reasoning": _(
             "The model reached its output limit while still thinking, so there "
             "is no answer. Retry, or ask a shorter question."

@@ -381,6 +381,10 @@
       return text;
     }
     var key = "status." + this.status;
+    if (this.status === "stopped" && !this.answer && !this.reasoning) {
+      // Stopped while it waited in the queue: there is no text to keep.
+      key = "status.stopped_unstarted";
+    }
     return strings[key] ? strings[key] : "";
   };
 

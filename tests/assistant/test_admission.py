@@ -19,6 +19,7 @@ from assistant.admission import (
     RedisAdmission,
     TimedOut,
     UnknownTicket,
+    estimate_eta,
 )
 
 REPO_DIR = Path(__file__).resolve().parents[2]
@@ -483,3 +484,51 @@ def test_peek_says_nothing_when_the_request_would_go_straight_in(make_controller
 
     assert controller.peek(POOL, "bob", "interactive", 2) is None
     assert controller.peek(POOL, "bob", "interactive", 2, cost=2) is not None
+
+
+def test_the_wait_counts_down_as_the_slot_holder_ages():
+    """One slot, held 6 s into an average hold of 10 s: about 4 s left."""
+    averages = {0: 10.0}
+    first = estimate_eta(1, 1, [(1, 6.0, 0)], averages, rank=0)
+    later = estimate_eta(1, 1, [(1, 8.5, 0)], averages, rank=0)
+
+    assert (first, later) == (4.0, 1.5)
+    # Past its average it may end any moment.
+    assert estimate_eta(1, 1, [(1, 12.0, 0)], averages, rank=0) == 0.0
+
+
+def test_the_wait_behind_others_adds_their_holds():
+    """Third in line for one slot: the holder's rest, then two whole holds."""
+    assert estimate_eta(3, 1, [(1, 6.0, 0)], {0: 10.0}, rank=0) == 24.0
+    # Two slots: the second to free lets the next in, halves the rest.
+    assert estimate_eta(3, 2, [(1, 2.0, 0), (1, 5.0, 0)], {0: 10.0}, 0) == 13.0
+
+
+def test_each_rank_holds_by_its_own_average():
+    """A batch lease (a title) is expected to end by the batch average."""
+    averages = {0: 30.0, 1: 1.0}
+    assert estimate_eta(1, 2, [(1, 0.0, 0), (1, 0.5, 1)], averages, 0) == 0.5
+    assert estimate_eta(1, 1, [], {}, rank=0) is None
+
+
+def test_the_estimate_counts_down_and_keeps_ranks_apart(make_controller):
+    """Short batch holds do not shorten the wait for an interactive slot."""
+    controller = make_controller()
+    for priority, seconds in (("batch", 0.05), ("interactive", 1.0)):
+        lease = controller.try_admit(controller.enqueue(POOL, "alice", priority), 1)
+        time.sleep(seconds)
+        lease.release()
+    holder = controller.try_admit(controller.enqueue(POOL, "alice"), 1)
+    waiter = controller.enqueue(POOL, "bob")
+    try:
+        first = controller.position(waiter, 1).eta
+        time.sleep(0.3)
+        later = controller.position(waiter, 1).eta
+    finally:
+        controller.cancel(waiter)
+        holder.release()
+
+    # About 1 s, the interactive average, less the holder's age; one
+    # average of both ranks would be about a third of a second.
+    assert 0.5 < first <= 1.2
+    assert later <= first - 0.2

@@ -340,6 +340,31 @@ def test_it_shows_a_queued_reply_its_place_until_the_backend_is_free(
         set_concurrency(live_app, "deepseek-v3", 4)
 
 
+def test_a_reply_stopped_in_the_queue_says_it_left_the_queue(page, browser, live_app):
+    set_concurrency(live_app, "deepseek-v3", 1)
+    try:
+        sign_in(page)
+        send(page, "Hold the slot [[sim delay=0.03 words=300]]", model="deepseek-v3")
+        last_reply(page).locator(".answer").wait_for(state="visible")
+
+        other = browser.new_context(base_url=live_app, locale="zh-CN").new_page()
+        sign_in(other)
+        send(other, "我先排队，然后不等了", model="deepseek-v3")
+        waiting = last_reply(other).locator(".waiting")
+        other.wait_for_function(
+            "el => el.textContent.includes('1')", arg=waiting.element_handle()
+        )
+        other.click("[data-stop]")
+        other.wait_for_selector("article.message.assistant[data-status=stopped]")
+
+        note = last_reply(other).locator(".status-note").inner_text()
+        assert "退出排队" in note and "保留" not in note
+        other.context.close()
+        page.click("[data-stop]")
+    finally:
+        set_concurrency(live_app, "deepseek-v3", 4)
+
+
 def test_a_second_enter_before_the_server_answers_sends_nothing_more(page):
     sign_in(page)
     page.select_option("[data-model-select]", "deepseek-v3")
