@@ -606,22 +606,23 @@ local function clamp(cost, capacity)
   return cost
 end
 
--- What a waiter's estimate of its wait needs: the moving average of hold
--- times of each rank (0 interactive, 1 batch: PRIORITIES in Python), then
--- cost, age (ms) and rank of each lease held now.
-local function wait_figures(now)
-  local figures = {
+-- The answer to a waiter: its place, then what the estimate of its wait
+-- needs: its rank, the moving average of hold times of each rank (0
+-- interactive, 1 batch: PRIORITIES in Python), then cost, age (ms) and rank
+-- of each lease held now.
+local function waiting_reply(position, ahead, used, rank, now)
+  local reply = {'waiting', tostring(position), tostring(ahead), tostring(used),
+    tostring(rank),
     redis.call('HGET', stats, 'hold_average_ms:0') or '',
-    redis.call('HGET', stats, 'hold_average_ms:1') or '',
-  }
+    redis.call('HGET', stats, 'hold_average_ms:1') or ''}
   local raw = redis.call('HGETALL', leases)
   for i = 2, #raw, 2 do
     local lease = cjson.decode(raw[i])
-    table.insert(figures, tostring(lease.c))
-    table.insert(figures, tostring(now - lease.t))
-    table.insert(figures, tostring(lease.r or 0))
+    table.insert(reply, tostring(lease.c))
+    table.insert(reply, tostring(now - lease.t))
+    table.insert(reply, tostring(lease.r or 0))
   end
-  return figures
+  return reply
 end
 """
 
@@ -669,12 +670,7 @@ if ARGV[3] == '1' and capacity > 0 and used + ahead + cost <= capacity then
   redis.call('ZADD', lease_expiry, now + tonumber(ARGV[5]), ARGV[6])
   return {'admitted', tostring(cost)}
 end
-local reply = {'waiting', tostring(position), tostring(ahead), tostring(used),
-  tostring(ticket.r)}
-for _, figure in ipairs(wait_figures(now)) do
-  table.insert(reply, figure)
-end
-return reply
+return waiting_reply(position, ahead, used, ticket.r, now)
 """
 
 # ARGV: the newcomer's JSON without the sequence number, capacity (0:
@@ -702,12 +698,7 @@ redis.call('HDEL', tickets, peek_id)
 if capacity > 0 and used + ahead + clamp(newcomer.c, capacity) <= capacity then
   return {'fits'}
 end
-local reply = {'waiting', tostring(position), tostring(ahead), tostring(used),
-  tostring(newcomer.r)}
-for _, figure in ipairs(wait_figures(now)) do
-  table.insert(reply, figure)
-end
-return reply
+return waiting_reply(position, ahead, used, newcomer.r, now)
 """
 
 # ARGV: lease id, lease TTL (ms). Returns 1 if renewed, 0 if already expired.

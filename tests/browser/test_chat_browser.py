@@ -313,24 +313,31 @@ def set_concurrency(base_url, model, limit):
     )
 
 
+def queue_behind_a_held_slot(page, browser, live_app, question):
+    """A colleague's page whose question waits for the model's one slot,
+    held by `page`; returns it once it shows place 1."""
+    sign_in(page)
+    send(page, "Hold the slot [[sim delay=0.03 words=300]]", model="deepseek-v3")
+    last_reply(page).locator(".answer").wait_for(state="visible")
+
+    other = browser.new_context(base_url=live_app, locale="zh-CN").new_page()
+    sign_in(other)
+    send(other, question, model="deepseek-v3")
+    waiting = last_reply(other).locator(".waiting")
+    waiting.wait_for(state="visible")
+    other.wait_for_function(
+        "el => el.textContent.includes('1')", arg=waiting.element_handle()
+    )
+    return other
+
+
 def test_it_shows_a_queued_reply_its_place_until_the_backend_is_free(
     page, browser, live_app
 ):
     set_concurrency(live_app, "deepseek-v3", 1)
     try:
-        sign_in(page)
-        send(page, "Hold the slot [[sim delay=0.03 words=300]]", model="deepseek-v3")
-        last_reply(page).locator(".answer").wait_for(state="visible")
-
-        other = browser.new_context(base_url=live_app, locale="zh-CN").new_page()
-        sign_in(other)
-        send(other, "我在排队吗？", model="deepseek-v3")
-        waiting = last_reply(other).locator(".waiting")
-        waiting.wait_for(state="visible")
-        other.wait_for_function(
-            "el => el.textContent.includes('1')", arg=waiting.element_handle()
-        )
-        assert "排队" in waiting.inner_text()
+        other = queue_behind_a_held_slot(page, browser, live_app, "我在排队吗？")
+        assert "排队" in last_reply(other).locator(".waiting").inner_text()
 
         wait_for_end(other)
         assert last_reply(other).get_attribute("data-status") == "stop"
@@ -343,16 +350,8 @@ def test_it_shows_a_queued_reply_its_place_until_the_backend_is_free(
 def test_a_reply_stopped_in_the_queue_says_it_left_the_queue(page, browser, live_app):
     set_concurrency(live_app, "deepseek-v3", 1)
     try:
-        sign_in(page)
-        send(page, "Hold the slot [[sim delay=0.03 words=300]]", model="deepseek-v3")
-        last_reply(page).locator(".answer").wait_for(state="visible")
-
-        other = browser.new_context(base_url=live_app, locale="zh-CN").new_page()
-        sign_in(other)
-        send(other, "我先排队，然后不等了", model="deepseek-v3")
-        waiting = last_reply(other).locator(".waiting")
-        other.wait_for_function(
-            "el => el.textContent.includes('1')", arg=waiting.element_handle()
+        other = queue_behind_a_held_slot(
+            page, browser, live_app, "我先排队，然后不等了"
         )
         other.click("[data-stop]")
         other.wait_for_selector("article.message.assistant[data-status=stopped]")
