@@ -274,30 +274,29 @@ class Stack:
 
     def worker_writing(self, message_id):
         """The name of the worker whose active task writes this reply."""
-        app = self.control()
-        try:
-            active = app.control.inspect(timeout=2).active() or {}
-        finally:
-            app.close()
-        for hostname, tasks in active.items():
-            for task in tasks:
-                if task["name"] == "chat.tasks.generate_reply" and list(
-                    task["args"]
-                ) == [message_id]:
-                    return hostname.split("@", 1)[0]
+        for name, reply_ids in self._active_replies().items():
+            if message_id in reply_ids:
+                return name
         return None
 
     def workers_with_replies(self):
         """The names of the workers that hold a reply's task at this moment."""
+        return {name for name, reply_ids in self._active_replies().items() if reply_ids}
+
+    def _active_replies(self):
+        """Worker name -> ids of the replies its active tasks write."""
         app = self.control()
         try:
             active = app.control.inspect(timeout=2).active() or {}
         finally:
             app.close()
         return {
-            hostname.split("@", 1)[0]
+            hostname.split("@", 1)[0]: [
+                task["args"][0]
+                for task in tasks
+                if task["name"] == "chat.tasks.generate_reply"
+            ]
             for hostname, tasks in active.items()
-            if any(task["name"] == "chat.tasks.generate_reply" for task in tasks)
         }
 
     def rss_bytes(self):
